@@ -1,0 +1,318 @@
+"""The `runbook-bot` command: the spine served from a terminal (for when Slack is down).
+
+Identity is the OS login name (getpass.getuser()), mapped through the operators file.
+Exit codes: 0 ok, 1 audit chain broken / run did not succeed (with --wait), 2 a user error (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from bot.app import Context, build
+from bot.domain.params import parse_assignments
+from bot.domain.policy import Operator
+from bot.domain.runs import Run, RunState
+from bot.errors import RunbookBotError
+from bot.execution.runner import Progress
+from bot.storage import audit
+from bot.views import approval_status, params_text, run_json, run_text, runbook_json, runbook_text
+
+log = logging.getLogger("runbook-bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="runbook-bot", description="Approved, audited runbooks for on-call engineers.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("runbooks", help="list the runbooks you may request")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--all", action="store_true", help="include runbooks you may not request")
+
+    s = sub.add_parser("show", help="show a runbook: parameters, approval policy, guide text")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("request", help="request a run: NAME key=value ...")
+    s.add_argument("name")
+    s.add_argument("params", nargs="*", metavar="key=value")
+    s.add_argument("--reason", default="")
+    s.add_argument("--json", action="store_true")
+
+    for verb in ("approve", "deny"):
+        s = sub.add_parser(verb, help=f"{verb} a pending run")
+        s.add_argument("run_id", type=int)
+        s.add_argument("--comment", default="")
+
+    s = sub.add_parser("status", help="show one run")
+    s.add_argument("run_id", type=int)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("runs", help="list recent runs")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--runbook")
+    s.add_argument("--state", action="append", choices=[st.value for st in RunState])
+    s.add_argument("--limit", type=int, default=30)
+
+    s = sub.add_parser("cancel", help="cancel a pending, queued or running run")
+    s.add_argument("run_id", type=int)
+
+    s = sub.add_parser("worker", help="execute queued runs")
+    s.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    s.add_argument("--concurrency", type=int, default=None)
+
+    s = sub.add_parser("serve", help="Slack + workers + scheduler + /healthz and /metrics")
+    s.add_argument("--http", type=int, default=None, metavar="PORT")
+    s.add_argument("--no-workers", action="store_true")
+    s.add_argument("--no-scheduler", action="store_true")
+
+    s = sub.add_parser("audit", help="verify or export the audit trail")
+    a = s.add_subparsers(dest="audit_verb", required=True)
+    v = a.add_parser("verify", help="recompute the hash chain (exit 1 when broken)")
+    v.add_argument("--json", action="store_true")
+    e = a.add_parser("export", help="write every event as JSON lines")
+    e.add_argument("--output", "-o", default="-")
+
+    s = sub.add_parser("scheduler", help="run scheduled runbooks (standalone)")
+    s.add_argument("--http", type=int, default=None, metavar="PORT")
+
+    s = sub.add_parser("drills", help="restore drill history (RTO, RPO, result)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--chart", default=None, metavar="PNG", help="also write the RTO trend as a PNG")
+    return p
+
+
+def _me(ctx: Context) -> Operator:
+    return ctx.service.directory.operator(getpass.getuser())
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _cmd_runbooks(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    books = list(ctx.service.catalog) if args.all else ctx.service.requestable(_me(ctx))
+    if args.json:
+        _print_json([runbook_json(rb) for rb in books], out)
+        return 0
+    width = max((len(rb.name) for rb in books), default=0)
+    for rb in books:
+        need = f"{rb.approval.required} approval{'s' if rb.approval.required != 1 else ''}"
+        out.write(f"{rb.name.ljust(width)}  {rb.title}  [{need}]\n")
+    if not books:
+        out.write("no runbooks you may request (see `runbook-bot runbooks --all`)\n")
+    return 0
+
+
+def _cmd_show(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    rb = ctx.service.runbook(args.name)
+    if args.json:
+        _print_json({**runbook_json(rb), "guide": rb.guide}, out)
+        return 0
+    out.write("\n".join(runbook_text(rb)) + "\n\n" + rb.guide + "\n")
+    return 0
+
+
+def _cmd_request(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    me = _me(ctx)
+    raw = parse_assignments(args.params)
+    rb = ctx.service.runbook(args.name)
+    if rb.check_mode:
+        sys.stderr.write(f"computing the plan for {rb.name} (check mode)...\n")
+    res = ctx.service.request(args.name, raw, me, reason=args.reason, source="cli")
+    run = res.run
+    if args.json:
+        _print_json(run_json(run), out)
+        return 0
+    out.write(f"{run.id}\n")
+    sys.stderr.write(f"run {run.id} requested: {rb.name} ({rb.title})\n")
+    sys.stderr.write(f"  parameters: {params_text(run.params)}\n")
+    sys.stderr.write(f"  plan hash: {run.plan_hash[:12]}\n")
+    for line in res.plan.check_output or []:
+        sys.stderr.write(f"  plan: {line}\n")
+    if rb.warning:
+        sys.stderr.write(f"  WARNING: {rb.warning}\n")
+    if run.state is RunState.PENDING_APPROVAL:
+        sys.stderr.write(f"  needs {run.approvals_required} approval(s) from {', '.join(rb.approval.approvers)}"
+                         f" before {run.expires_at:%Y-%m-%d %H:%M %Z}: runbook-bot approve {run.id}\n")
+    else:
+        sys.stderr.write("  queued: a worker will run it (runbook-bot worker)\n")
+    return 0
+
+
+def _cmd_decide(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    me = _me(ctx)
+    if args.verb == "approve":
+        run = ctx.service.approve(args.run_id, me, args.comment)
+        state = "queued: a worker will run it" if run.state is RunState.QUEUED else approval_status(run)
+        out.write(f"run {run.id} approved by {me.name}; {state}\n")
+    else:
+        run = ctx.service.deny(args.run_id, me, args.comment)
+        out.write(f"run {run.id} denied by {me.name}\n")
+    return 0
+
+
+def _cmd_status(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    run = ctx.service.get(args.run_id)
+    if args.json:
+        _print_json(run_json(run), out)
+    else:
+        out.write("\n".join(run_text(run)) + "\n")
+    return 0
+
+
+def _cmd_runs(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    states = [RunState(s) for s in args.state] if args.state else None
+    runs = ctx.service.list(limit=args.limit, runbook=args.runbook, states=states)
+    if args.json:
+        _print_json([run_json(r) for r in runs], out)
+        return 0
+    for r in runs:
+        out.write(f"{r.id:>6}  {r.created_at:%Y-%m-%d %H:%M}  {r.state.value:<16} {r.runbook:<24} "
+                  f"{r.requested_by:<12} {params_text(r.params)}\n")
+    return 0
+
+
+def _cmd_cancel(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    run = ctx.service.cancel(args.run_id, _me(ctx))
+    if run.state is RunState.RUNNING:
+        out.write(f"run {run.id}: cancel requested; the worker stops the playbook within seconds\n")
+    else:
+        out.write(f"run {run.id} cancelled\n")
+    return 0
+
+
+def _progress_printer(out: TextIO) -> Callable[[Run, Progress], None]:
+    lock = threading.Lock()
+
+    def show(run: Run, p: Progress) -> None:
+        if p.kind in ("task", "changed", "failed", "unreachable", "play"):
+            with lock:
+                out.write(f"[run {run.id}] {p.line}\n")
+                out.flush()
+
+    return show
+
+
+def _result_printer(out: TextIO) -> Callable[[Run, str], None]:
+    lock = threading.Lock()
+
+    def show(run: Run, event: str) -> None:
+        if event == "started":
+            line = f"[run {run.id}] started {run.runbook} {params_text(run.params)}"
+        elif run.state.terminal:
+            took = f" in {run.duration_seconds:.1f}s" if run.duration_seconds is not None else ""
+            line = f"[run {run.id}] {run.state.value}{took}"
+            for s in run.summary:
+                line += f"\n[run {run.id}]   {s}"
+            if run.error:
+                line += f"\n[run {run.id}]   error: {run.error}"
+        else:
+            return
+        with lock:
+            out.write(line + "\n")
+            out.flush()
+
+    return show
+
+
+def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    ctx.service.progress_listeners.append(_progress_printer(out))
+    ctx.service.run_listeners.append(_result_printer(out))
+    pool = ctx.worker_pool(args.concurrency)
+    if args.once:
+        finished = pool.run_once()
+        out.write(f"worker: {len(finished)} run(s) finished\n")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pool.start()
+    out.write(f"worker {pool.name}: {pool.size} slot(s), waiting for queued runs (Ctrl-C to stop)\n")
+    out.flush()
+    while not stop.wait(max(ctx.settings.stale_after_seconds / 2, 1.0)):
+        try:
+            pool.housekeeping()
+        except RunbookBotError as e:
+            log.warning("housekeeping: %s", e)
+    pool.stop()
+    return 0
+
+
+def _cmd_audit(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    if args.audit_verb == "verify":
+        res = audit.verify(ctx.db)
+        if args.json:
+            _print_json(res.as_json(), out)
+        elif res.ok:
+            out.write(f"audit chain intact: {res.events} events\n")
+        else:
+            out.write(f"audit chain BROKEN at event {res.bad_seq}: {res.reason}\n")
+        return 0 if res.ok else 1
+    target = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        n = 0
+        for line in audit.export(ctx.db):
+            target.write(line + "\n")
+            n += 1
+    finally:
+        if target is not sys.stdout:
+            target.close()
+    sys.stderr.write(f"exported {n} events\n")
+    return 0
+
+
+def _cmd_serve(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.server import serve
+
+    return serve(ctx, http_port=args.http, workers=not args.no_workers, scheduler=not args.no_scheduler, out=out)
+
+
+def _cmd_scheduler(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.server import serve
+
+    return serve(ctx, http_port=args.http, workers=False, scheduler=True, slack=False, out=out)
+
+
+def _cmd_drills(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from bot.scheduler.drills import drills_command
+
+    return drills_command(ctx, as_json=args.json, chart=args.chart, out=out)
+
+
+_COMMANDS: dict[str, Callable[[Context, argparse.Namespace, TextIO], int]] = {
+    "runbooks": _cmd_runbooks, "show": _cmd_show, "request": _cmd_request, "approve": _cmd_decide,
+    "deny": _cmd_decide, "status": _cmd_status, "runs": _cmd_runs, "cancel": _cmd_cancel,
+    "worker": _cmd_worker, "audit": _cmd_audit, "serve": _cmd_serve, "scheduler": _cmd_scheduler,
+    "drills": _cmd_drills,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx: Context | None = None
+    try:
+        ctx = build()
+        return _COMMANDS[args.verb](ctx, args, sys.stdout)
+    except RunbookBotError as e:
+        sys.stderr.write(f"runbook-bot: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Settings from the environment (names fixed in design.md) and the operators file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.domain.ids import OperatorName
+from bot.domain.policy import Directory, Operator
+from bot.errors import ConfigError
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None
+    runbooks_dir: Path
+    playbooks_dir: Path
+    config_file: Path
+    inventory: Path
+    workers: int = 2
+    heartbeat_seconds: float = 2.0
+    stale_after_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str | None = None
+    slack_approval_channel: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("RUNBOOK_BOT_HOME") or Path.home() / ".runbook-bot").expanduser()
+        return cls(
+            home=home,
+            database_url=env.get("DATABASE_URL") or None,
+            runbooks_dir=Path(env.get("RUNBOOK_BOT_RUNBOOKS", "./runbooks")).resolve(),
+            playbooks_dir=Path(env.get("RUNBOOK_BOT_PLAYBOOKS", "./playbooks")).resolve(),
+            config_file=Path(env.get("RUNBOOK_BOT_CONFIG", "./runbook-bot.yaml")).resolve(),
+            inventory=Path(env.get("RUNBOOK_BOT_INVENTORY", "./inventory/local")).resolve(),
+            workers=_int_env(env, "RUNBOOK_BOT_WORKERS", 2),
+            heartbeat_seconds=_float_env(env, "RUNBOOK_BOT_HEARTBEAT_SECONDS", 2.0),
+            stale_after_seconds=_float_env(env, "RUNBOOK_BOT_STALE_AFTER_SECONDS", 30.0),
+            poll_seconds=_float_env(env, "RUNBOOK_BOT_POLL_SECONDS", 0.5),
+            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            slack_app_token=env.get("SLACK_APP_TOKEN") or None,
+            slack_api_url=env.get("SLACK_API_URL") or None,
+            slack_approval_channel=env.get("SLACK_APPROVAL_CHANNEL") or None,
+        )
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ConfigError(f"operators file: {where} must be a list of names")
+    return tuple(value)
+
+
+def parse_directory(data: Any, source: str = "operators file") -> Directory:
+    """The operators file's contents as a Directory; ConfigError names the bad key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a YAML mapping")
+    unknown = set(data) - {"operators", "groups", "channels", "command_channels"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {', '.join(sorted(unknown))}")
+    operators: dict[str, Operator] = {}
+    for name, spec in (data.get("operators") or {}).items():
+        spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - {"slack"}:
+            raise ConfigError(f"{source}: operators.{name} takes only `slack: USER_ID`")
+        operators[str(name)] = Operator(OperatorName(str(name)), spec.get("slack"))
+    groups = {str(g): _str_list(m, f"groups.{g}") for g, m in (data.get("groups") or {}).items()}
+    for g, members in groups.items():
+        for m in members:
+            if not m.startswith("slack-group:") and m not in operators:
+                raise ConfigError(f"{source}: groups.{g} names {m!r}, which is not under operators")
+    channels = data.get("channels") or {}
+    if not isinstance(channels, dict):
+        raise ConfigError(f"{source}: channels must be a mapping")
+    return Directory(
+        operators=operators, groups=groups, channels={str(k): str(v) for k, v in channels.items()},
+        command_channels=_str_list(data.get("command_channels") or [], "command_channels"),
+    )
+
+
+def load_directory(path: Path) -> Directory:
+    if not path.exists():
+        raise ConfigError(
+            f"operators file {path} does not exist: create it (see README, 'Operators file') "
+            "or set RUNBOOK_BOT_CONFIG"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    return parse_directory(data, str(path))

@@ -1,0 +1,1 @@
+"""Execution: ansible-runner wrapper, redaction, the worker pool."""

@@ -1,0 +1,235 @@
+"""Running one playbook with ansible-runner, as AWX drives it.
+
+- A fresh 0700 private_data_dir per job (deleted afterwards), `ident` = the run id, artifacts kept under
+  RUNBOOK_BOT_HOME/artifacts/<run id> (0700).
+- Parameters reach the playbook as extra vars in env/extravars, each string tagged `!unsafe` so Ansible
+  never templates it: `{{ lookup('pipe','id') }}` stays text. Never a command string.
+- Timeouts (job and idle) in env/settings; `cancel_callback` always passed (polled every 0.5 s).
+- One cheap event handler: it masks secret values in place (ansible-runner writes the same dict to
+  job_events afterwards), turns task events into progress lines and keeps set_stats data.
+- ansible-runner's own stdout file is suppressed (it would hold raw output); we write a redacted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.errors import ExecutionError
+from bot.execution.redaction import Redactor
+
+ProgressSink = Callable[["Progress"], None]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One line of progress from a running playbook (already redacted)."""
+
+    ident: str
+    kind: str  # play | task | ok | changed | failed | skipped | unreachable | stats
+    line: str
+    task: str = ""
+    host: str = ""
+
+
+@dataclass
+class Job:
+    ident: str
+    playbook: Path
+    project_dir: Path
+    inventory: Path
+    extravars: dict[str, Any]
+    secrets: list[str] = field(default_factory=list)
+    timeout_seconds: int = 1800
+    idle_timeout_seconds: int | None = None
+    check: bool = False
+
+
+@dataclass
+class Outcome:
+    status: str  # successful | failed | timeout | canceled
+    rc: int | None
+    stats: dict[str, Any]  # set_stats data (artifact_data)
+    changes: list[dict[str, Any]]  # changed/failed task results (host, task, changed, failed, msg)
+    failures: list[str]
+    artifact_dir: Path | None
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+def _unsafe_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    return dumper.represent_scalar("!unsafe", data, style="'" if "\n" not in data else "|")
+
+
+_UnsafeDumper.add_representer(str, _unsafe_str)
+
+
+def write_extravars(path: Path, extravars: Mapping[str, Any]) -> None:
+    """env/extravars as YAML with every string `!unsafe` (inert to Ansible templating)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.dump(dict(extravars), f, Dumper=_UnsafeDumper, allow_unicode=True, default_flow_style=False)
+
+
+def _task_name(event_data: Mapping[str, Any]) -> str:
+    return str(event_data.get("task") or event_data.get("name") or "")
+
+
+def _result_message(res: Mapping[str, Any]) -> str:
+    for key in ("msg", "stderr", "reason", "module_stderr"):
+        value = res.get(key)
+        if value:
+            text = str(value).strip()
+            return text.splitlines()[0][:300] if text else ""
+    return ""
+
+
+class _EventCollector:
+    """The per-event handler: kept cheap (it runs for every Ansible event)."""
+
+    def __init__(self, ident: str, redactor: Redactor, sink: ProgressSink | None, stdout_path: Path | None) -> None:
+        self.ident, self.redactor, self.sink = ident, redactor, sink
+        self.stats: dict[str, Any] = {}
+        self.changes: list[dict[str, Any]] = []
+        self.failures: list[str] = []
+        self._stdout = open(stdout_path, "a", encoding="utf-8") if stdout_path else None  # noqa: SIM115
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        self.redactor.in_place(event)
+        kind = event.get("event", "")
+        data: Mapping[str, Any] = event.get("event_data") or {}
+        if self._stdout is not None and event.get("stdout"):
+            self._stdout.write(str(event["stdout"]) + "\n")
+        progress: Progress | None = None
+        if kind == "playbook_on_play_start":
+            progress = Progress(self.ident, "play", f"PLAY {data.get('play', '')}")
+        elif kind == "playbook_on_task_start":
+            name = _task_name(data)
+            progress = Progress(self.ident, "task", f"TASK {name}", task=name)
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            res: Mapping[str, Any] = data.get("res") or {}
+            host, name = str(data.get("host", "")), _task_name(data)
+            ignored = bool(data.get("ignore_errors"))
+            if kind == "runner_on_ok":
+                status = "changed" if res.get("changed") else "ok"
+            elif kind == "runner_on_failed":
+                status = "failed" if not ignored else "ok"
+            else:
+                status = kind.removeprefix("runner_on_")
+            msg = _result_message(res) if status in ("failed", "unreachable") else ""
+            if status in ("changed", "failed", "unreachable"):
+                with self._lock:
+                    self.changes.append({"host": host, "task": name, "status": status})
+                    if msg:
+                        self.failures.append(f"{name} [{host}]: {msg}")
+            progress = Progress(self.ident, status, f"{status}: [{host}] {name}" + (f": {msg}" if msg else ""),
+                                task=name, host=host)
+        elif kind == "playbook_on_stats":
+            self.stats = dict(data.get("artifact_data") or {})
+            progress = Progress(self.ident, "stats", "PLAY RECAP")
+        if progress is not None and self.sink is not None:
+            try:
+                self.sink(progress)
+            except Exception:  # noqa: BLE001 - a broken subscriber must never break the run
+                pass
+        return True
+
+    def close(self) -> None:
+        if self._stdout is not None:
+            self._stdout.close()
+
+
+_WITHHELD_ENV = (
+    "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "RUNBOOK_BOT_SECRET_KEY", "DATABASE_URL",
+)
+
+
+def _drop_command_env(artifact_dir: Path) -> None:
+    """ansible-runner's `command` artifact records the whole environment of the child: keep argv and cwd."""
+    path = artifact_dir / "command"
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            data.pop("env", None)
+            path.write_text(json.dumps(data))
+        except (ValueError, OSError):
+            path.unlink(missing_ok=True)
+
+
+class AnsibleRunner:
+    """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
+
+    def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None) -> None:
+        self.work_dir, self.artifacts_dir, self.ansible_config = work_dir, artifacts_dir, ansible_config
+        for d in (work_dir, artifacts_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+
+    def run(self, job: Job, *, on_progress: ProgressSink | None = None,
+            should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
+        import ansible_runner  # heavy import, deferred until something runs
+
+        private = Path(tempfile.mkdtemp(prefix=f"{job.ident}-", dir=self.work_dir))
+        os.chmod(private, 0o700)
+        keep_artifacts = not job.check
+        artifact_root = self.artifacts_dir if keep_artifacts else private / "artifacts"
+        artifact_dir = artifact_root / job.ident
+        if artifact_dir.exists():
+            shutil.rmtree(artifact_dir)
+        redactor = Redactor(job.secrets)
+        try:
+            env_dir = private / "env"
+            env_dir.mkdir(mode=0o700)
+            write_extravars(env_dir / "extravars", job.extravars)
+            settings: dict[str, Any] = {
+                "job_timeout": job.timeout_seconds, "pexpect_timeout": 0.5, "suppress_output_file": True,
+                "suppress_ansible_output": True,
+            }
+            if job.idle_timeout_seconds:
+                settings["idle_timeout"] = job.idle_timeout_seconds
+            (env_dir / "settings").write_text(yaml.safe_dump(settings))
+            # The bot's own credentials are none of the playbook's business: blank them in its environment.
+            envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
+                       **{name: "" for name in _WITHHELD_ENV if name in os.environ}}
+            if self.ansible_config is not None and self.ansible_config.exists():
+                envvars["ANSIBLE_CONFIG"] = str(self.ansible_config)
+            artifact_root.mkdir(parents=True, exist_ok=True)
+            artifact_dir.mkdir(mode=0o700)
+            collector = _EventCollector(job.ident, redactor, on_progress, artifact_dir / "stdout.txt")
+            try:
+                thread, runner = ansible_runner.run_async(
+                    private_data_dir=str(private), project_dir=str(job.project_dir), playbook=str(job.playbook),
+                    inventory=str(job.inventory), ident=job.ident, artifact_dir=str(artifact_root),
+                    envvars=envvars, cmdline="--check --diff" if job.check else None,
+                    event_handler=collector, cancel_callback=should_cancel, quiet=True,
+                    settings=None, rotate_artifacts=0,
+                )
+                thread.join()
+            except Exception as e:  # noqa: BLE001 - ansible-runner raises bare Exceptions for set-up errors
+                raise ExecutionError(f"could not start ansible-playbook: {redactor.text(str(e))}") from None
+            finally:
+                collector.close()
+            status = str(runner.status)
+            outcome = Outcome(
+                status=status if status in ("successful", "failed", "timeout", "canceled") else "failed",
+                rc=runner.rc, stats=collector.stats, changes=collector.changes,
+                failures=collector.failures, artifact_dir=artifact_dir if keep_artifacts else None,
+            )
+            if keep_artifacts:
+                _drop_command_env(artifact_dir)
+                redactor.scrub_tree(artifact_dir)
+            return outcome
+        finally:
+            shutil.rmtree(private, ignore_errors=True)

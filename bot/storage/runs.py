@@ -1,0 +1,214 @@
+"""Runs and approvals in PostgreSQL. Every state change writes its audit event in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from bot.domain.ids import RunId
+from bot.domain.runs import ACTION_FOR_STATE, Approval, Run, RunState, can_transition
+from bot.errors import LockHeld, RunNotFound, RunStateError
+from bot.storage import audit
+from bot.storage.database import Conn
+
+_COLUMNS = (
+    "id, runbook, state, params, requested_by, reason, source, plan, plan_hash, lock_key, approvals_required,"
+    " created_at, expires_at, started_at, finished_at, summary, result, error, notify, cancel_requested"
+)
+
+
+def _run(row: dict[str, Any], approvals: Sequence[Approval] = ()) -> Run:
+    return Run(
+        id=RunId(row["id"]), runbook=row["runbook"], state=RunState(row["state"]), params=row["params"],
+        requested_by=row["requested_by"], reason=row["reason"], source=row["source"], plan=row["plan"],
+        plan_hash=row["plan_hash"], lock_key=row["lock_key"], approvals_required=row["approvals_required"],
+        created_at=row["created_at"], expires_at=row["expires_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], summary=list(row["summary"] or []), result=dict(row["result"] or {}),
+        error=row["error"], notify=dict(row["notify"] or {}), cancel_requested=row["cancel_requested"],
+        approvals=tuple(approvals),
+    )
+
+
+def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, Any], requested_by: str,
+               reason: str, source: str, plan: dict[str, Any], plan_hash: str, lock_key: str | None,
+               approvals_required: int, ttl_seconds: int, notify: dict[str, Any],
+               secret_blob: bytes | None, schedule_key: str | None = None) -> RunId:
+    """Insert a new run and its audit events; raise LockHeld when the lock key is taken."""
+    try:
+        with conn.transaction():  # a savepoint: a lock conflict leaves the outer transaction usable
+            row = conn.execute(
+                "INSERT INTO runs (runbook, state, params, requested_by, reason, source, plan, plan_hash,"
+                " lock_key, approvals_required, expires_at, queued_at, notify, schedule_key)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s),"
+                " CASE WHEN %s = 'queued' THEN now() END, %s, %s) RETURNING id",
+                (runbook, state.value, Jsonb(params), requested_by, reason, source, Jsonb(plan), plan_hash,
+                 lock_key, approvals_required, ttl_seconds, state.value, Jsonb(notify), schedule_key),
+            ).fetchone()
+    except psycopg.errors.UniqueViolation as e:
+        if lock_key is not None and "runs_active_lock" in str(e):
+            holder = conn.execute(
+                "SELECT id FROM runs WHERE lock_key = %s AND state IN ('pending_approval','queued','running')",
+                (lock_key,),
+            ).fetchone()
+            raise LockHeld(lock_key, int(holder["id"]) if holder else -1) from None
+        raise
+    assert row is not None
+    run_id = RunId(row["id"])
+    if secret_blob is not None:
+        conn.execute("INSERT INTO run_secrets (run_id, ciphertext) VALUES (%s, %s)", (run_id, secret_blob))
+    body = {"runbook": runbook, "params": params, "reason": reason, "source": source, "plan_hash": plan_hash,
+            "lock": lock_key, "approvals_required": approvals_required}
+    audit.append(conn, actor=requested_by, action="requested", run_id=run_id, body=body)
+    if state is RunState.QUEUED:
+        audit.append(conn, actor=requested_by, action="queued", run_id=run_id,
+                     body={"outcome": "queued", "why": "no approval required"})
+    return run_id
+
+
+def get_run(conn: Conn, run_id: int, *, for_update: bool = False) -> Run:
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE id = %s" + (" FOR UPDATE" if for_update else ""), (run_id,)
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(f"no run {run_id}: list runs with `runbook-bot runs`")
+    return _run(row, approvals_for(conn, run_id))
+
+
+def approvals_for(conn: Conn, run_id: int) -> list[Approval]:
+    rows = conn.execute(
+        "SELECT approver, decision, comment, at FROM approvals WHERE run_id = %s ORDER BY at", (run_id,)
+    ).fetchall()
+    return [Approval(**r) for r in rows]
+
+
+def list_runs(conn: Conn, *, limit: int = 50, runbook: str | None = None,
+              states: Sequence[RunState] | None = None) -> list[Run]:
+    where, args = [], []  # type: ignore[var-annotated]
+    if runbook:
+        where.append("runbook = %s")
+        args.append(runbook)
+    if states:
+        where.append("state = ANY(%s)")
+        args.append([s.value for s in states])
+    sql = f"SELECT {_COLUMNS} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+    rows = conn.execute(sql + " ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
+    return [_run(r) for r in rows]
+
+
+def transition(conn: Conn, run: Run, dst: RunState, *, actor: str, body: dict[str, Any] | None = None,
+               summary: list[str] | None = None, result: dict[str, Any] | None = None,
+               error: str | None = None, worker: str | None = None) -> Run:
+    """Move `run` from its (locked or expected) state to `dst` and append the audit event atomically."""
+    if not can_transition(run.state, dst):
+        raise RunStateError(f"run {run.id} is {run.state.value}; it cannot become {dst.value}")
+    sets = ["state = %s", "updated_at = now()"]
+    args: list[Any] = [dst.value]
+    if dst is RunState.QUEUED:
+        sets.append("queued_at = now()")
+    if dst is RunState.RUNNING:
+        sets += ["started_at = now()", "heartbeat_at = now()", "worker = %s"]
+        args.append(worker)
+    if dst.terminal:
+        sets.append("finished_at = now()")
+    if summary is not None:
+        sets.append("summary = %s")
+        args.append(Jsonb(summary))
+    if result is not None:
+        sets.append("result = %s")
+        args.append(Jsonb(result))
+    if error is not None:
+        sets.append("error = %s")
+        args.append(error)
+    row = conn.execute(
+        f"UPDATE runs SET {', '.join(sets)} WHERE id = %s AND state = %s RETURNING {_COLUMNS}",
+        (*args, run.id, run.state.value),
+    ).fetchone()
+    if row is None:
+        current = get_run(conn, run.id)
+        raise RunStateError(f"run {run.id} is now {current.state.value}; it cannot become {dst.value}")
+    if dst.terminal:
+        conn.execute("DELETE FROM run_secrets WHERE run_id = %s", (run.id,))
+    event = {"from": run.state.value, "to": dst.value, **(body or {})}
+    if error:
+        event["error"] = error
+    audit.append(conn, actor=actor, action=ACTION_FOR_STATE[dst], run_id=run.id, body=event)
+    return _run(row, run.approvals)
+
+
+def record_decision(conn: Conn, run: Run, approver: str, decision: str, comment: str) -> None:
+    conn.execute(
+        "INSERT INTO approvals (run_id, approver, decision, comment) VALUES (%s, %s, %s, %s)",
+        (run.id, approver, decision, comment),
+    )
+    if decision == "approve":
+        audit.append(conn, actor=approver, action="approved", run_id=run.id,
+                     body={"comment": comment, "plan_hash": run.plan_hash})
+
+
+def secret_blob(conn: Conn, run_id: int) -> bytes | None:
+    row = conn.execute("SELECT ciphertext FROM run_secrets WHERE run_id = %s", (run_id,)).fetchone()
+    return bytes(row["ciphertext"]) if row else None
+
+
+def claim_next(conn: Conn, worker: str) -> Run | None:
+    """Take the oldest queued run (FOR UPDATE SKIP LOCKED: many workers, one database) and start it."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    ).fetchone()
+    if row is None:
+        return None
+    run = _run(row, approvals_for(conn, row["id"]))
+    return transition(conn, run, RunState.RUNNING, actor=f"worker:{worker}", worker=worker,
+                      body={"worker": worker})
+
+
+def heartbeat(conn: Conn, run_ids: Sequence[int]) -> dict[int, bool]:
+    """Refresh heartbeats of our running runs; returns run id -> cancel requested."""
+    if not run_ids:
+        return {}
+    rows = conn.execute(
+        "UPDATE runs SET heartbeat_at = now() WHERE id = ANY(%s) AND state = 'running'"
+        " RETURNING id, cancel_requested", (list(run_ids),),
+    ).fetchall()
+    return {int(r["id"]): bool(r["cancel_requested"]) for r in rows}
+
+
+def request_cancel(conn: Conn, run: Run, actor: str) -> None:
+    conn.execute("UPDATE runs SET cancel_requested = true, updated_at = now() WHERE id = %s", (run.id,))
+    audit.append(conn, actor=actor, action="cancel_requested", run_id=run.id, body={"state": run.state.value})
+
+
+def stale_running(conn: Conn, stale_after_seconds: float) -> list[Run]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE state = 'running'"
+        " AND heartbeat_at < now() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED",
+        (stale_after_seconds,),
+    ).fetchall()
+    return [_run(r) for r in rows]
+
+
+def overdue_pending(conn: Conn) -> list[Run]:
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE state = 'pending_approval' AND expires_at <= now()"
+        " FOR UPDATE SKIP LOCKED"
+    ).fetchall()
+    return [_run(r) for r in rows]
+
+
+def db_now(conn: Conn) -> datetime:
+    row = conn.execute("SELECT now() AS now").fetchone()
+    assert row is not None
+    return row["now"]  # type: ignore[no-any-return]
+
+
+def set_notify(conn: Conn, run_id: int, notify: dict[str, Any]) -> None:
+    conn.execute("UPDATE runs SET notify = notify || %s WHERE id = %s", (Jsonb(notify), run_id))
+
+
+def counts_by_state(conn: Conn) -> dict[str, int]:
+    rows = conn.execute("SELECT state, count(*) AS n FROM runs GROUP BY state").fetchall()
+    return {r["state"]: int(r["n"]) for r in rows}

@@ -1,0 +1,118 @@
+"""Plain-text and JSON views of runs and runbooks, shared by the CLI and the HTTP endpoints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.domain.catalog import Runbook
+from bot.domain.durations import format_duration
+from bot.domain.runs import Run, RunState
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return dt.astimezone(UTC).isoformat() if dt else None
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id, "runbook": run.runbook, "state": run.state.value, "params": run.params,
+        "requested_by": run.requested_by, "reason": run.reason, "source": run.source,
+        "plan_hash": run.plan_hash, "plan": run.plan.get("check_output"), "lock": run.lock_key,
+        "approvals_required": run.approvals_required, "approved_by": run.approvers,
+        "approvals": [{"approver": a.approver, "decision": a.decision, "comment": a.comment, "at": _ts(a.at)}
+                      for a in run.approvals],
+        "created_at": _ts(run.created_at), "expires_at": _ts(run.expires_at),
+        "started_at": _ts(run.started_at), "finished_at": _ts(run.finished_at),
+        "duration_seconds": run.duration_seconds, "summary": run.summary, "result": run.result,
+        "error": run.error, "cancel_requested": run.cancel_requested,
+    }
+
+
+def runbook_json(rb: Runbook) -> dict[str, Any]:
+    return {
+        "name": rb.name, "title": rb.title, "summary": rb.summary, "playbook": rb.playbook,
+        "parameters": [
+            {"name": p.name, "type": p.type, "required": p.required, "default": None if p.secret else p.default,
+             "pattern": p.pattern.pattern if p.pattern else None, "min": p.min, "max": p.max,
+             "choices": list(p.choices), "secret": p.secret, "description": p.description}
+            for p in rb.parameters
+        ],
+        "approval": {"required": rb.approval.required, "approvers": list(rb.approval.approvers),
+                     "requesters": list(rb.approval.requesters), "allow_self": rb.approval.allow_self,
+                     "ttl_seconds": rb.approval.ttl_seconds},
+        "lock": rb.lock, "timeout_seconds": rb.timeout_seconds, "check_mode": rb.check_mode,
+        "schedule": rb.schedule, "warning": rb.warning,
+    }
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "(no parameters)"
+
+
+def approval_status(run: Run) -> str:
+    if run.state is not RunState.PENDING_APPROVAL:
+        who = ", ".join(run.approvers)
+        return f"approved by {who}" if who else "no approval required"
+    have = len(run.approvers)
+    names = f": {', '.join(run.approvers)}" if run.approvers else ""
+    return f"{have} of {run.approvals_required} approvals{names}"
+
+
+def run_text(run: Run) -> list[str]:
+    lines = [f"run {run.id}  {run.runbook}  {run.state.value}",
+             f"  parameters: {params_text(run.params)}",
+             f"  requested by {run.requested_by} at {run.created_at:%Y-%m-%d %H:%M:%S %Z}"
+             + (f" ({run.reason})" if run.reason else ""),
+             f"  approvals: {approval_status(run)}",
+             f"  plan hash: {run.plan_hash[:12]}"]
+    plan = run.plan.get("check_output")
+    if plan:
+        lines.append("  plan:")
+        lines += [f"    {line}" for line in plan]
+    if run.lock_key:
+        lines.append(f"  lock: {run.lock_key}")
+    if run.state is RunState.PENDING_APPROVAL and run.expires_at:
+        lines.append(f"  expires: {run.expires_at:%Y-%m-%d %H:%M:%S %Z}")
+    if run.duration_seconds is not None:
+        lines.append(f"  duration: {format_duration(run.duration_seconds)}")
+    if run.summary:
+        lines.append("  result:")
+        lines += [f"    {line}" for line in run.summary]
+    if run.error:
+        lines.append(f"  error: {run.error}")
+    return lines
+
+
+def runbook_text(rb: Runbook) -> list[str]:
+    lines = [f"{rb.name}: {rb.title}"]
+    if rb.summary:
+        lines.append(f"  {rb.summary}")
+    if rb.warning:
+        lines.append(f"  WARNING: {rb.warning}")
+    lines.append("  parameters:")
+    for p in rb.parameters:
+        bits = [p.type]
+        if p.required:
+            bits.append("required")
+        if p.default is not None and not p.secret:
+            bits.append(f"default {p.default}")
+        if p.min is not None or p.max is not None:
+            bits.append(f"{p.min if p.min is not None else ''}..{p.max if p.max is not None else ''}")
+        if p.choices:
+            bits.append("one of " + "|".join(p.choices))
+        if p.secret:
+            bits.append("secret")
+        lines.append(f"    {p.name} ({', '.join(bits)}){': ' + p.description if p.description else ''}")
+    if not rb.parameters:
+        lines.append("    (none)")
+    a = rb.approval
+    lines.append(f"  approval: {a.required} of {', '.join(a.approvers) or 'nobody'}"
+                 f"{' (self-approval allowed)' if a.allow_self else ''}; expires after "
+                 f"{format_duration(a.ttl_seconds)}")
+    if rb.lock:
+        lines.append(f"  lock: {rb.lock}")
+    lines.append(f"  timeout: {format_duration(rb.timeout_seconds)}; check mode: {'yes' if rb.check_mode else 'no'}")
+    if rb.schedule:
+        lines.append(f"  schedule: {rb.schedule} (UTC)")
+    return lines
