@@ -1,0 +1,122 @@
+"""Shared by the heap_snapshot_* modules: how a Node.js process was told to write heap snapshots.
+
+Node takes options from its command line (before the script) and from NODE_OPTIONS; the command line
+wins. A process started with --heapsnapshot-signal=SIGUSR2 writes a heap snapshot to --diagnostic-dir
+(default: its working directory) when it receives SIGUSR2. Without that flag nothing handles SIGUSR2
+(unless the app itself does) and the default action of the signal terminates the process, so callers
+refuse unless the flag is present.
+
+Only the two relevant option values leave this module: never the environment or the full command line,
+which can hold secrets.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+SIGNAL = "SIGUSR2"
+
+# Node options that take their value as the next argv element (so that value is not the script).
+_VALUE_OPTIONS = {
+    "-r", "--require", "--import", "--loader", "--experimental-loader", "--inspect-port", "--debug-port",
+    "--title", "--diagnostic-dir", "--heapsnapshot-signal", "--conditions", "-C", "--input-type",
+    "--env-file", "--report-dir", "--report-directory", "--report-signal", "--cpu-prof-dir",
+    "--heap-prof-dir", "--redirect-warnings", "--icu-data-dir", "--openssl-config", "--policy-integrity",
+    "--experimental-policy", "--secure-heap", "--secure-heap-min", "--stack-trace-limit",
+    "--unhandled-rejections", "--dns-result-order", "--tls-cipher-list", "--max-http-header-size",
+}
+# After these, the rest of argv is the program, not Node options.
+_STOP_OPTIONS = {"--", "-e", "--eval", "-p", "--print", "-"}
+
+HEAP_SNAPSHOT_RE = re.compile(r"^Heap\.[0-9A-Za-z._-]*\.heapsnapshot$")
+
+
+def node_options_from_argv(argv: list[str]) -> list[str]:
+    """Return the Node options of a node command line: argv[1:] up to the script name."""
+    out: list[str] = []
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _STOP_OPTIONS or not arg.startswith("-"):
+            break
+        out.append(arg)
+        if "=" not in arg and arg in _VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(argv[i + 1])
+            i += 1
+        i += 1
+    return out
+
+
+def split_node_options(value: str) -> list[str]:
+    """Split a NODE_OPTIONS value the way Node does (spaces, double quotes)."""
+    try:
+        return shlex.split(value)
+    except ValueError:
+        return value.split()
+
+
+def option_value(options: list[str], name: str) -> str | None:
+    """The last value given to `name` (as `name=v` or `name v`) in an option list, or None."""
+    found: str | None = None
+    for i, opt in enumerate(options):
+        if opt.startswith(name + "="):
+            found = opt[len(name) + 1:]
+        elif opt == name and i + 1 < len(options):
+            found = options[i + 1]
+    return found
+
+
+def parse_environ(raw: bytes) -> str | None:
+    """NODE_OPTIONS from a /proc/<pid>/environ blob (NUL separated), or None. The rest is dropped."""
+    for item in raw.split(b"\0"):
+        if item.startswith(b"NODE_OPTIONS="):
+            return item[len(b"NODE_OPTIONS="):].decode("utf-8", "replace")
+    return None
+
+
+def snapshot_settings(argv: list[str], node_options: str | None) -> dict[str, str | None]:
+    """Where the heap-snapshot signal and the diagnostic dir come from (command line beats NODE_OPTIONS).
+
+    Returns signal, signal_source, diagnostic_dir, diagnostic_dir_source (None when not set).
+    """
+    cli = node_options_from_argv(argv)
+    env = split_node_options(node_options) if node_options else []
+    result: dict[str, str | None] = {}
+    for key, flag in (("signal", "--heapsnapshot-signal"), ("diagnostic_dir", "--diagnostic-dir")):
+        value, source = option_value(cli, flag), "command line"
+        if value is None:
+            value, source = option_value(env, flag), "NODE_OPTIONS"
+        result[key] = value
+        result[key + "_source"] = source if value is not None else None
+    return result
+
+
+def refusal(settings: dict[str, str | None], what: str) -> str | None:
+    """A clear reason not to send SIGUSR2 to `what`, or None when it is safe."""
+    sig = settings.get("signal")
+    if sig is None:
+        return (
+            f"{what} was not started with --heapsnapshot-signal={SIGNAL} (not on its command line nor in "
+            f"NODE_OPTIONS): sending {SIGNAL} would not write a heap snapshot, and the signal's default "
+            "action terminates the process. Restart it with NODE_OPTIONS='--heapsnapshot-signal=SIGUSR2 "
+            "--diagnostic-dir=<dir>' first."
+        )
+    normalized = sig.upper() if sig.upper().startswith("SIG") else "SIG" + sig.upper()
+    if normalized != SIGNAL:
+        return (
+            f"{what} takes heap snapshots on {sig}, not {SIGNAL}; this runbook only sends {SIGNAL} "
+            "(other signals have other meanings, e.g. SIGUSR1 opens the inspector)."
+        )
+    return None
+
+
+def parse_rss(status: str) -> int | None:
+    """Resident set size in bytes from /proc/<pid>/status text, or None."""
+    m = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+    return int(m.group(1)) * 1024 if m else None
+
+
+def looks_complete(tail: bytes) -> bool:
+    """A heap snapshot is one JSON object: a complete file ends with `}` (and maybe whitespace)."""
+    return tail.rstrip().endswith(b"}")
