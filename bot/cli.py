@@ -171,7 +171,7 @@ def _cmd_status(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_runs(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     states = [RunState(s) for s in args.state] if args.state else None
-    runs = ctx.service.list(limit=args.limit, runbook=args.runbook, states=states)
+    runs = ctx.service.runs(limit=args.limit, runbook=args.runbook, states=states)
     if args.json:
         _print_json([run_json(r) for r in runs], out)
         return 0
@@ -257,7 +257,7 @@ def _cmd_audit(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         else:
             out.write(f"audit chain BROKEN at event {res.bad_seq}: {res.reason}\n")
         return 0 if res.ok else 1
-    target = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    target = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
         n = 0
         for line in audit.export(ctx.db):

@@ -89,7 +89,7 @@ class RunService:
         with self.db.transaction() as conn:
             return repo.get_run(conn, run_id)
 
-    def list(self, *, limit: int = 50, runbook: str | None = None,
+    def runs(self, *, limit: int = 50, runbook: str | None = None,
              states: list[RunState] | None = None) -> list[Run]:
         with self.db.transaction() as conn:
             return repo.list_runs(conn, limit=limit, runbook=runbook, states=states)
@@ -275,8 +275,11 @@ class RunService:
             approved = Plan.from_dict(run.plan)
             if plan.hash != run.plan_hash:
                 why = ", ".join(approved.differences(plan)) or "plan hash"
-                return self._finish(run, RunState.FAILED, error=f"refused: the plan changed since approval ({why}); "
-                                    "request the run again", body={"refused": "plan_mismatch", "new_plan_hash": plan.hash})
+                return self._finish(
+                    run, RunState.FAILED,
+                    error=f"refused: the plan changed since approval ({why}); request the run again",
+                    body={"refused": "plan_mismatch", "new_plan_hash": plan.hash},
+                )
             redactor = Redactor([values[n] for n in runbook.secret_names if values.get(n) not in (None, "")])
 
             def relay(progress: Progress) -> None:
@@ -287,7 +290,7 @@ class RunService:
                                       on_progress=relay, should_cancel=should_cancel)
         except RunbookBotError as e:
             return self._finish(run, RunState.FAILED, error=str(e))
-        except Exception as e:  # noqa: BLE001 - the run must end in a recorded state whatever happened
+        except Exception as e:
             log.exception("run %s crashed in the worker", run.id)
             return self._finish(run, RunState.FAILED, error=f"internal error: {type(e).__name__}")
         return self._record_outcome(run, outcome, redactor)
@@ -313,7 +316,7 @@ class RunService:
         for listener in self.run_listeners:
             try:
                 listener(run, event)
-            except Exception:  # noqa: BLE001 - a front end failing must not undo a committed change
+            except Exception:
                 log.exception("run listener failed for run %s (%s)", run.id, event)
 
 

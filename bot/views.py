@@ -92,7 +92,7 @@ def runbook_text(rb: Runbook) -> list[str]:
         lines.append(f"  WARNING: {rb.warning}")
     lines.append("  parameters:")
     for p in rb.parameters:
-        bits = [p.type]
+        bits: list[str] = [p.type]
         if p.required:
             bits.append("required")
         if p.default is not None and not p.secret:

@@ -23,7 +23,7 @@ _RESERVED_PARAMS = frozenset({"runbook_run_id", "runbook_name", "ansible_check_m
 
 _TOP_KEYS = frozenset({
     "name", "title", "playbook", "summary", "parameters", "approval", "lock", "timeout",
-    "idle_timeout", "check_mode", "warning", "schedule", "tags",
+    "idle_timeout", "check_mode", "warning", "schedule", "tags", "drill",
 })
 _PARAM_KEYS = frozenset({
     "type", "required", "default", "pattern", "min", "max", "choices", "secret", "description", "example",
@@ -73,6 +73,7 @@ class Runbook:
     check_mode: bool = False
     warning: str = ""
     schedule: str | None = None
+    drill_max_age_seconds: int | None = None  # set: a restore drill whose evidence must stay fresh
     guide: str = ""
 
     def parameter(self, name: str) -> Parameter | None:
@@ -239,6 +240,12 @@ def parse_runbook(data: Any, guide: str, source: str, expected_name: str | None 
         for p in params:
             _expect(not p.required or p.default is not None, source, f"parameters.{p.name}",
                     "a scheduled runbook needs a default for every required parameter")
+    drill = data.get("drill")
+    drill_max_age = None
+    if drill is not None:
+        _expect(isinstance(drill, dict) and set(drill) <= {"max_age"}, source, "drill",
+                "must be a mapping with max_age (e.g. {max_age: 8d})")
+        drill_max_age = _duration(drill.get("max_age", "8d"), source, "drill.max_age")
     check_mode = data.get("check_mode", False)
     _expect(isinstance(check_mode, bool), source, "check_mode", "must be true or false")
     return Runbook(
@@ -249,7 +256,7 @@ def parse_runbook(data: Any, guide: str, source: str, expected_name: str | None 
             _duration(data["idle_timeout"], source, "idle_timeout") if "idle_timeout" in data else None
         ),
         check_mode=check_mode, warning=str(data.get("warning", "")).strip(), schedule=schedule,
-        guide=guide.strip(),
+        drill_max_age_seconds=drill_max_age, guide=guide.strip(),
     )
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ import yaml
 from bot.errors import ExecutionError
 from bot.execution.redaction import Redactor
 
+log = logging.getLogger(__name__)
 ProgressSink = Callable[["Progress"], None]
 
 
@@ -103,7 +105,7 @@ class _EventCollector:
         self.stats: dict[str, Any] = {}
         self.changes: list[dict[str, Any]] = []
         self.failures: list[str] = []
-        self._stdout = open(stdout_path, "a", encoding="utf-8") if stdout_path else None  # noqa: SIM115
+        self._stdout = open(stdout_path, "a", encoding="utf-8") if stdout_path else None
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> bool:
@@ -142,8 +144,8 @@ class _EventCollector:
         if progress is not None and self.sink is not None:
             try:
                 self.sink(progress)
-            except Exception:  # noqa: BLE001 - a broken subscriber must never break the run
-                pass
+            except Exception:
+                log.warning("progress subscriber failed", exc_info=True)
         return True
 
     def close(self) -> None:

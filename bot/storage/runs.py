@@ -87,7 +87,8 @@ def approvals_for(conn: Conn, run_id: int) -> list[Approval]:
 
 def list_runs(conn: Conn, *, limit: int = 50, runbook: str | None = None,
               states: Sequence[RunState] | None = None) -> list[Run]:
-    where, args = [], []  # type: ignore[var-annotated]
+    where: list[str] = []
+    args: list[Any] = []
     if runbook:
         where.append("runbook = %s")
         args.append(runbook)
@@ -212,3 +213,11 @@ def set_notify(conn: Conn, run_id: int, notify: dict[str, Any]) -> None:
 def counts_by_state(conn: Conn) -> dict[str, int]:
     rows = conn.execute("SELECT state, count(*) AS n FROM runs GROUP BY state").fetchall()
     return {r["state"]: int(r["n"]) for r in rows}
+
+
+def runs_with_result_key(conn: Conn, key: str, *, runbook: str | None = None, limit: int = 200) -> list[Run]:
+    """Finished runs whose result carries `key` (e.g. restore drills carry rto_seconds), newest first."""
+    sql = f"SELECT {_COLUMNS} FROM runs WHERE result ? %s" + (" AND runbook = %s" if runbook else "")
+    args: tuple[Any, ...] = (key, runbook) if runbook else (key,)
+    rows = conn.execute(sql + " ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
+    return [_run(r) for r in rows]

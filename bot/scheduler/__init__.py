@@ -1,0 +1,113 @@
+"""APScheduler 3 jobs that call the spine: scheduled runbooks, approval expiry, drill staleness.
+
+Every replica may run the scheduler. A scheduled fire becomes a run only for the replica that inserts
+the (job, fire time) row into `schedule_fires` first: a unique key in PostgreSQL, not luck.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from bot.domain.ids import OperatorName
+from bot.domain.policy import Operator
+from bot.errors import RunbookBotError
+from bot.scheduler.drills import drill_staleness, staleness_metrics
+from bot.storage import audit
+
+if TYPE_CHECKING:
+    from bot.app import Context
+
+log = logging.getLogger(__name__)
+SCHEDULER = Operator(OperatorName("scheduler"))
+MISFIRE_GRACE_SECONDS = 600
+AlertSink = Callable[[str], None]
+# Front ends (Slack) append callables here to receive drill staleness alerts.
+alert_sinks: list[AlertSink] = []
+
+
+def latest_fire_time(cron: str, now: datetime) -> datetime:
+    """The most recent time <= now at which `cron` (UTC) fires: the key of this fire."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=UTC)
+    start = now - timedelta(seconds=MISFIRE_GRACE_SECONDS + 60)
+    fire = trigger.get_next_fire_time(None, start)
+    last = None
+    while fire is not None and fire <= now:
+        last = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return (last or now.replace(second=0, microsecond=0)).astimezone(UTC)
+
+
+def fire_scheduled(ctx: Context, runbook_name: str, fire_time: datetime) -> int | None:
+    """Request the scheduled run for this fire time unless another replica already did; returns the run id."""
+    job_id = f"runbook:{runbook_name}"
+    with ctx.db.transaction() as conn:
+        row = conn.execute(
+            "INSERT INTO schedule_fires (job_id, fire_time) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING job_id",
+            (job_id, fire_time),
+        ).fetchone()
+    if row is None:
+        log.info("%s at %s was already fired by another replica", job_id, fire_time.isoformat())
+        return None
+    key = f"{runbook_name}@{fire_time.isoformat()}"
+    try:
+        res = ctx.service.request(runbook_name, {}, SCHEDULER, reason=f"scheduled ({fire_time.isoformat()})",
+                                  source="scheduler", schedule_key=key, preapproved=True)
+    except RunbookBotError as e:
+        with ctx.db.transaction() as conn:
+            audit.append(conn, actor=SCHEDULER.name, action="schedule_refused", run_id=None,
+                         body={"runbook": runbook_name, "fire_time": fire_time.isoformat(), "error": str(e)})
+        log.warning("scheduled %s not started: %s", runbook_name, e)
+        return None
+    with ctx.db.transaction() as conn:
+        conn.execute("UPDATE schedule_fires SET run_id = %s WHERE job_id = %s AND fire_time = %s",
+                     (res.run.id, job_id, fire_time))
+    return res.run.id
+
+
+def check_staleness(ctx: Context) -> list[str]:
+    """Alert (once per check) for each drill runbook with no successful drill newer than its max age."""
+    alerts = [s.alert for s in drill_staleness(ctx) if s.alert]
+    for text in alerts:
+        log.warning("%s", text)
+        for sink in alert_sinks:
+            try:
+                sink(text)
+            except Exception:
+                log.exception("staleness alert sink failed")
+    return alerts
+
+
+def start(ctx: Context) -> Callable[[], None]:
+    """Start the BackgroundScheduler with one job per scheduled runbook; returns a stop function."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    sched = BackgroundScheduler(timezone=UTC, job_defaults={
+        "coalesce": True, "max_instances": 1, "misfire_grace_time": MISFIRE_GRACE_SECONDS,
+    })
+    for rb in ctx.service.catalog:
+        if not rb.schedule:
+            continue
+        cron = rb.schedule
+
+        def job(name: str = rb.name, cron: str = cron) -> None:
+            fire_scheduled(ctx, name, latest_fire_time(cron, datetime.now(UTC)))
+
+        sched.add_job(job, CronTrigger.from_crontab(cron, timezone=UTC), id=f"runbook:{rb.name}",
+                      name=f"scheduled {rb.name}", replace_existing=True)
+        log.info("scheduled %s: %s (UTC)", rb.name, cron)
+    sched.add_job(ctx.service.expire_overdue, "interval", seconds=30, id="expire-pending", replace_existing=True)
+    sched.add_job(check_staleness, "interval", args=[ctx], hours=6, id="drill-staleness",
+                  next_run_time=datetime.now(UTC) + timedelta(seconds=5), replace_existing=True)
+    sched.start()
+    return lambda: sched.shutdown(wait=False)
+
+
+def metrics(ctx: Context) -> list[str]:
+    """Prometheus lines for /metrics (seconds since the last good drill, per drill runbook)."""
+    return staleness_metrics(ctx)
