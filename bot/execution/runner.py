@@ -170,6 +170,16 @@ def _drop_command_env(artifact_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def _error_lines(stdout: Path, limit: int = 3) -> list[str]:
+    """`[ERROR]:` lines of a playbook that failed before any task (syntax, missing file, bad inventory)."""
+    try:
+        lines = stdout.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    errors = [ln.split("]:", 1)[-1].strip() for ln in lines if ln.startswith(("[ERROR]", "ERROR!"))]
+    return [e[:300] for e in errors[:limit]]
+
+
 class AnsibleRunner:
     """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
 
@@ -224,6 +234,8 @@ class AnsibleRunner:
             finally:
                 collector.close()
             status = str(runner.status)
+            if status == "failed" and not collector.failures:
+                collector.failures.extend(_error_lines(artifact_dir / "stdout.txt"))
             outcome = Outcome(
                 status=status if status in ("successful", "failed", "timeout", "canceled") else "failed",
                 rc=runner.rc, stats=collector.stats, changes=collector.changes,
