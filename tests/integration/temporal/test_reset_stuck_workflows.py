@@ -165,7 +165,16 @@ def test_api_key_never_appears_in_output(temporal_server, worker, reset_playbook
     run = reset_playbook(selection(worker, temporal_tls=False), check=True, env=env)
 
     assert run.rc == 0, run.stdout + run.stderr
+    assert '"api_key": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in run.stdout  # it did reach the module
     assert canary not in run.stdout + run.stderr
+
+
+def test_workflow_id_and_a_selection_together_are_refused(temporal_server, reset_playbook):
+    """workflow_id with task_queue is ambiguous: the run fails naming both, before touching Temporal."""
+    run = reset_playbook({"workflow_id": "w", "task_queue": "q", "reason": REASON}, check=True)
+
+    assert run.rc != 0
+    assert any("mutually exclusive: workflow_id|task_queue" in m for m in run.messages), run.messages
 
 
 def test_missing_reason_is_rejected_by_the_argument_spec(temporal_server, reset_playbook):
@@ -204,3 +213,48 @@ def test_runbook_parameters_drive_the_playbook(temporal_server, worker, reset_pl
     assert run.rc == 0, run.stdout + run.stderr
     assert lock_key(runbook, values) == "temporal/default"
     assert [line.split(" to ")[0] for line in run.stats["plan"][1:]] == [f"reset default/{stuck} run {stuck_run}"]
+
+
+def test_one_failed_reset_does_not_hide_the_others(temporal_server, worker, reset_playbook):
+    """A reset the server refuses is reported per workflow; the next one is still reset; the run fails."""
+    refused, plain = f"a-{wid('receipt')}", f"b-{wid('charge')}"
+    refused_run = temporal_server.start("ChargeWithReceipt", "gateway", refused, worker.task_queue)
+    plain_run = temporal_server.start("ChargeOrder", "gateway", plain, worker.task_queue)
+    for workflow_id in (refused, plain):
+        temporal_server.wait_stuck(workflow_id, attempts=2)
+    temporal_server.wait_visible(worker.task_queue, {refused, plain, f"{refused}-receipt"})
+
+    run = reset_playbook(selection(worker))
+
+    assert run.rc != 0
+    first, second = run.stats["result"]["workflows"]
+    assert (first["workflow_id"], first["status"], first["new_run_id"]) == (refused, "failed", "")
+    assert "pending child" in first["error"]
+    assert (second["workflow_id"], second["status"]) == (plain, "reset")
+    assert run.stats["result"]["failed_count"] == 1
+    assert run.stats["summary"][0].startswith(f"default/{refused}: reset of {refused_run} FAILED: ")
+    assert run.stats["summary"][1].startswith(f"default/{plain}: reset {plain_run} -> ")
+    assert any(m.startswith("1 of 2 resets failed") for m in run.messages), run.messages
+    assert temporal_server.describe(refused)["run_id"] == refused_run
+    assert temporal_server.describe(plain)["run_id"] == second["new_run_id"]
+
+
+def test_no_history_progress_for_stuck_minutes_counts_as_stuck(temporal_server, worker, reset_playbook):
+    """With stuck_minutes=1 a workflow idle for over a minute is listed, a fresh one is not (waits 1 min)."""
+    idle = wid("approval")
+    idle_run = temporal_server.start("WaitForApproval", "ok", idle, worker.task_queue)
+    wait_for(lambda: temporal_server.idle_seconds(idle) > 61, "a minute without history events", timeout=120)
+    fresh = wid("approval")
+    temporal_server.start("WaitForApproval", "ok", fresh, worker.task_queue)
+    temporal_server.wait_visible(worker.task_queue, {idle, fresh})
+
+    run = reset_playbook(
+        selection(worker, min_activity_attempts=0, failing_workflow_task=False, stuck_minutes=1), check=True
+    )
+
+    assert run.rc == 0, run.stdout + run.stderr
+    assert "stuck = no history event for >= 1m;" in run.stats["plan"][0]
+    assert run.stats["plan"][1:] == [
+        f"reset default/{idle} run {idle_run} to LastWorkflowTask (event 10): no history event for >= 1m"
+    ]
+    assert run.stats["result"]["workflows"][0]["idle_seconds"] >= 60

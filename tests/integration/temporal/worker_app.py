@@ -9,6 +9,7 @@ Workflows take a flag name; the flag is "up" when the file D/<flag> exists (the 
 - WaitForApproval: a healthy workflow; a successful activity, then it waits for the `finish` signal.
 - BrokenDecider: a successful activity, then workflow code that raises until the flag is up: a failing
   workflow task.
+- ChargeWithReceipt: starts a child (WaitForApproval), then is stuck like ChargeOrder.
 Prints "ready" on stdout once polling, runs until SIGTERM/SIGINT.
 """
 
@@ -88,6 +89,23 @@ class BrokenDecider:
         return f"decided {flag}"
 
 
+@workflow.defn
+class ChargeWithReceipt:
+    @workflow.run
+    async def run(self, flag: str) -> str:
+        # A pending child: the test server refuses to reset past it (history.allowResetWithPendingChildren
+        # is false there), which makes a real per-workflow reset failure.
+        await workflow.start_child_workflow(
+            WaitForApproval.run,
+            flag,
+            id=f"{workflow.info().workflow_id}-receipt",
+            task_queue=workflow.info().task_queue,
+        )
+        return await workflow.execute_activity(
+            charge, flag, start_to_close_timeout=timedelta(seconds=10), retry_policy=FAST_RETRY
+        )
+
+
 async def serve(address: str, task_queue: str) -> None:
     client = await Client.connect(address)
     stop = asyncio.Event()
@@ -97,7 +115,7 @@ async def serve(address: str, task_queue: str) -> None:
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=[ChargeOrder, WaitForApproval, BrokenDecider],
+        workflows=[ChargeOrder, WaitForApproval, BrokenDecider, ChargeWithReceipt],
         activities=[charge, ping],
     ):
         print("ready", flush=True)
