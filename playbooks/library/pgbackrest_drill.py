@@ -863,6 +863,7 @@ class Drill:
             "timings": timings,
             "checks": checks,
             "failed_checks": failed,
+            "failed_check": failed[0] if failed else None,
             "failure": failure or None,
             "cleanup": st.get("cleanup"),
             "drill_port": p["drill_port"],
