@@ -30,8 +30,9 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAP
         yield fake
 
 
-def deployment(name: str, image: str, *, namespace: str = "prod", replicas: int = 2,
-               labels: dict[str, str] | None = None) -> dict[str, Any]:
+def deployment(
+    name: str, image: str, *, namespace: str = "prod", replicas: int = 2, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A minimal apps/v1 Deployment manifest with one container named `app`."""
     labels = labels or {"app": name}
     return {
@@ -41,8 +42,10 @@ def deployment(name: str, image: str, *, namespace: str = "prod", replicas: int 
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": "app", "image": image}]}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
         },
     }
 
@@ -53,8 +56,9 @@ def rolled_out(kube: FakeKubeAPI, namespace: str, name: str) -> bool:
     if dep is None:
         return False
     st, want = dep.get("status", {}), dep["spec"]["replicas"]
-    return (st.get("observedGeneration") == dep["metadata"]["generation"]
-            and st.get("updatedReplicas") == want == st.get("replicas") == st.get("availableReplicas"))
+    return st.get("observedGeneration") == dep["metadata"]["generation"] and st.get(
+        "updatedReplicas"
+    ) == want == st.get("replicas") == st.get("availableReplicas")
 
 
 def set_image(kube: FakeKubeAPI, namespace: str, name: str, image: str) -> None:
@@ -63,11 +67,20 @@ def set_image(kube: FakeKubeAPI, namespace: str, name: str, image: str) -> None:
     assert dep is not None
     dep["spec"]["template"]["spec"]["containers"][0]["image"] = image
     kube.apply(dep)
-    kube.wait_until(lambda: rolled_out(kube, namespace, name)
-                    and kube.get("Deployment", namespace, name)["metadata"]["annotations"].get(
-                        "deployment.kubernetes.io/revision")
-                    == str(max(int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
-                               for rs in kube.list("ReplicaSet", namespace))))
+    kube.wait_until(
+        lambda: (
+            rolled_out(kube, namespace, name)
+            and kube.get("Deployment", namespace, name)["metadata"]["annotations"].get(
+                "deployment.kubernetes.io/revision"
+            )
+            == str(
+                max(
+                    int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+                    for rs in kube.list("ReplicaSet", namespace)
+                )
+            )
+        )
+    )
 
 
 @dataclass
@@ -88,14 +101,22 @@ def run_playbook(playbook: str, extra: dict[str, Any] | list[str], *, check: boo
             args += ["-e", item]
     if check:
         args.append("--check")
-    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_SHOW_CUSTOM_STATS": "true",
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_SHOW_CUSTOM_STATS": "true",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     try:
-        doc = json.loads(proc.stdout[proc.stdout.index("{"):])
+        doc = json.loads(proc.stdout[proc.stdout.index("{") :])
     except ValueError:
         return PlaybookRun(proc.returncode, {}, [("(no json)", proc.stderr)], proc.stdout + proc.stderr)
-    failed = [(task["task"]["name"], str(host.get("msg", "")))
-              for play in doc.get("plays", []) for task in play.get("tasks", [])
-              for host in task.get("hosts", {}).values() if host.get("failed") and not host.get("ignore_errors")]
+    failed = [
+        (task["task"]["name"], str(host.get("msg", "")))
+        for play in doc.get("plays", [])
+        for task in play.get("tasks", [])
+        for host in task.get("hosts", {}).values()
+        if host.get("failed") and not host.get("ignore_errors")
+    ]
     return PlaybookRun(proc.returncode, doc.get("global_custom_stats", {}), failed, proc.stdout + proc.stderr)
