@@ -152,7 +152,7 @@ class Scenario:
 
     def create_table(self) -> None:
         self.pg.psql(
-            f"SET ROLE {self.user}; CREATE TABLE orders (id int primary key); INSERT INTO orders VALUES (1)",
+            f"SET ROLE {self.user}; CREATE TABLE orders (id int primary key); INSERT INTO orders VALUES (1)",  # noqa: S608
             dbname=self.db,
         )
 
@@ -186,11 +186,15 @@ class Scenario:
         except psycopg.OperationalError:
             return False
 
+    # Role names below are the scenario's own identifiers (app<n>, admin<n>), never outside input.
     def can_login_flag(self, role: str) -> bool:
-        return self.pg.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{role}'").strip() == "t"
+        return self.pg.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{role}'").strip() == "t"  # noqa: S608
+
+    def role_exists(self, role: str) -> bool:
+        return self.pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'").strip() == "1"  # noqa: S608
 
     def password_hash(self, role: str) -> str:
-        return self.pg.psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip()
+        return self.pg.psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip()  # noqa: S608
 
     # ---- running ----
     def extra(self, **kw: Any) -> dict[str, Any]:
@@ -198,15 +202,26 @@ class Scenario:
         base.update(kw)
         return base
 
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_", "K8S_AUTH"))}
+        env.update(self.env, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+        if self.kubeconfig:
+            env["KUBECONFIG"] = str(self.kubeconfig)
+        return env
+
+    def adhoc(self, args_json: str) -> Run:
+        """One secret_rotation module call through `ansible localhost -m` (args as JSON, no shell)."""
+        argv = [str(Path(sys.executable).parent / "ansible"), "-i", "inventory/local", "localhost",
+                "-m", "secret_rotation", "-a", args_json]
+        proc = subprocess.run(argv, cwd=REPO, env=self._env(), capture_output=True, text=True, timeout=120)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
     def run(self, extra: dict[str, Any], *, check: bool = False, verbose: bool = False) -> Run:
         """ansible-playbook as a subprocess (json callback), extra vars from a file, never a shell string."""
         vars_file = self.tmp / f"extra-{uuid.uuid4().hex}.json"
         vars_file.write_text(json.dumps(extra))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_", "K8S_AUTH"))}
-        env.update(self.env, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_FORCE_COLOR="0",
-                   ANSIBLE_NOCOLOR="1", ANSIBLE_SHOW_CUSTOM_STATS="1")
-        if self.kubeconfig:
-            env["KUBECONFIG"] = str(self.kubeconfig)
+        env = self._env()
+        env.update(ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_SHOW_CUSTOM_STATS="1")
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "inventory/local", str(PLAYBOOK),
                 "-e", f"@{vars_file}"]
         if check:
@@ -230,6 +245,8 @@ def failed_msgs(run: Run) -> list[str]:
     for play in json.loads(run.stdout).get("plays", []):
         for task in play.get("tasks", []):
             for res in task.get("hosts", {}).values():
-                if res.get("failed"):
+                items = [r for r in res.get("results", []) if isinstance(r, dict) and r.get("failed")]
+                out.extend(str(r.get("msg", "")) for r in items)
+                if res.get("failed") and not items:
                     out.append(str(res.get("msg", "")))
     return out
