@@ -300,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # retries are reported once, by us
     ctx: Context | None = None
     try:
         ctx = build()

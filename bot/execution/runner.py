@@ -105,7 +105,7 @@ class _EventCollector:
         self.stats: dict[str, Any] = {}
         self.changes: list[dict[str, Any]] = []
         self.failures: list[str] = []
-        self._stdout = open(stdout_path, "a", encoding="utf-8") if stdout_path else None
+        self._stdout = open(stdout_path, "a", encoding="utf-8", buffering=1) if stdout_path else None
         self._lock = threading.Lock()
 
     def __call__(self, event: dict[str, Any]) -> bool:

