@@ -24,6 +24,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from tests.fakes.kube_api import FakeKubeAPI
 from tests.support.pgcluster import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -192,3 +193,42 @@ def run_playbook(tmp_path: Path) -> Callable[..., PlaybookRun]:
         return PlaybookRun(p.returncode, output, p.stdout, p.stderr, output.get("global_custom_stats", {}))
 
     return run
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, dict[str, str]]]:
+    """The fake Kubernetes API on 127.0.0.1 and the env (KUBECONFIG) that points clients at it."""
+    with FakeKubeAPI(ready_delay=0.1) as api:
+        config = api.kubeconfig(tmp_path / "kubeconfig")
+        yield api, {"KUBECONFIG": str(config)}
+
+
+def deployment(name: str, labels: dict[str, str], replicas: int = 1, namespace: str = "prod") -> dict[str, Any]:
+    """A minimal Deployment of a Node.js app container named `app`."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [
+                    {"name": "app", "image": "registry.example/api:1.0",
+                     "env": [{"name": "NODE_OPTIONS",
+                              "value": "--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=/diag"}]},
+                    {"name": "sidecar", "image": "registry.example/proxy:1.0"},
+                ]},
+            },
+        },
+    }
+
+
+def ready_pods(api: FakeKubeAPI, namespace: str, selector: str, count: int) -> list[dict[str, Any]]:
+    """Wait until `count` pods matching `selector` are Running; return them."""
+    def running() -> list[dict[str, Any]] | None:
+        pods = [p for p in api.list("Pod", namespace, selector) if p["status"].get("phase") == "Running"]
+        return pods if len(pods) == count else None
+
+    return api.wait_until(running, timeout=20)
