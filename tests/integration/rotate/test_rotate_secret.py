@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import ansible_runner
 import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.integration.rotate.conftest import Scenario, deployment, failed_msgs
+from tests.integration.rotate.conftest import REPO, Scenario, deployment, failed_msgs
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +33,7 @@ def test_single_user_rotates_password(scenario: Scenario) -> None:
     assert s.secret("AWSPREVIOUS")["password"] == s.canary
     assert not any("AWSPENDING" in st for st in s.stages().values())
     assert failed_msgs(run) == []
+    assert s.canary not in run.output and cur["password"] not in run.output
 
 
 class Consumer:
@@ -238,7 +242,9 @@ def test_rerun_after_create_resumes(scenario: Scenario) -> None:
         assert adhoc.rc == 0, adhoc.output
     assert s.stages()[token] == ["AWSPENDING"]
     pending = s.secret("AWSPENDING")
-    run = s.run(s.extra(client_request_token=token))
+    extra = s.extra(client_request_token=token, test_query="SELECT count(*) FROM orders")
+    del extra["test_table"]
+    run = s.run(extra)
     assert run.rc == 0, run.output
     assert len(s.stages()) == 2 and s.secret() == pending
 
@@ -284,3 +290,52 @@ def test_api_key_rotation_runs_provider_hook(scenario: Scenario) -> None:
     assert len(new) == 40 and new != s.canary
     assert s.sm.get_secret_value(SecretId=s.secret_id, VersionStage="AWSPREVIOUS")["SecretString"] == s.canary
     assert s.canary not in run.output and new not in run.output
+
+
+def test_canary_never_reaches_runner_artifacts(scenario: Scenario) -> None:
+    """Through ansible_runner (as the spine runs it, -vvv), neither the old nor the new password is in any artifact."""
+    s = scenario
+    s.setup_db()
+    s.create_secrets()
+    pdd = s.tmp / "runner"
+    pdd.mkdir()
+    venv_bin = str(Path(sys.executable).parent)
+    result = ansible_runner.run(
+        private_data_dir=str(pdd),
+        project_dir=str(REPO / "playbooks"),
+        playbook=str(REPO / "playbooks" / "rotate_secret.yml"),
+        inventory=str(REPO / "inventory" / "local"),
+        extravars={**alternating(s), "runbook_run_id": "4242", "runbook_name": "rotate-secret"},
+        envvars={**s.env, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"},
+        verbosity=3,
+        quiet=True,
+    )
+    assert result.status == "successful", result.stdout.read()
+    new = s.secret()
+    assert new["username"] == f"{s.user}_clone" and new["password"] != s.canary
+    files = [p for p in (pdd / "artifacts").rglob("*") if p.is_file()]
+    events = [p for p in files if p.parent.name == "job_events"]
+    assert len(events) > 20
+    blob = b"\n".join(p.read_bytes() for p in files)
+    assert b"secret_rotation" in blob
+    for value in (s.canary, new["password"], s.admin_password):
+        assert value.encode() not in blob
+
+
+def test_alternating_twice_flips_back_and_rerun_of_done_rotation_is_a_no_op(scenario: Scenario) -> None:
+    """A finished rotation rerun with its token changes nothing; the next rotation returns to the first role."""
+    s = scenario
+    s.setup_db()
+    s.create_secrets()
+    assert s.run(alternating(s, client_request_token="tok-flip-a")).rc == 0
+    first = (s.stages(), s.secret(), s.password_hash(f"{s.user}_clone"))
+    again = s.run(alternating(s, client_request_token="tok-flip-a"))
+    assert again.rc == 0, again.output
+    assert (s.stages(), s.secret(), s.password_hash(f"{s.user}_clone")) == first
+    back = s.run(alternating(s, client_request_token="tok-flip-b"))
+    assert back.rc == 0, back.output
+    cur = s.secret()
+    assert cur["username"] == s.user and cur["password"] != s.canary
+    assert s.can_login(s.user, cur["password"])
+    assert not s.can_login_flag(f"{s.user}_clone")
+    assert s.secret("AWSPREVIOUS") == first[1]
