@@ -147,3 +147,12 @@ def test_node_script_fixture_counts_signals(start_node):
     os.kill(node.pid, signal.SIGUSR2)
     node.wait_for_count(1)
     assert node.alive()
+
+
+def test_failed_upload_keeps_the_snapshot_on_the_host_and_says_where(start_node, run_playbook, s3):
+    """When the upload fails the host's snapshot is kept (not lost) and the summary names its path."""
+    node = start_node()
+    run = run_playbook({"pid": node.pid, "s3_bucket": "no-such-bucket", "poll_interval": 0.2}, env=s3.env)
+    assert run.rc != 0
+    (left,) = node.snapshots()
+    assert any(str(left) in line and "not uploaded" in line for line in run.stats["summary"]), run.stats
