@@ -74,7 +74,15 @@ def _unsafe_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
     return dumper.represent_scalar("!unsafe", data, style="'" if "\n" not in data else "|")
 
 
+def _plain_keys(dumper: yaml.SafeDumper, data: dict[Any, Any]) -> yaml.Node:
+    """Variable names stay plain; only values are tagged."""
+    pairs = [(dumper.represent_scalar("tag:yaml.org,2002:str", str(k)), dumper.represent_data(v))
+             for k, v in data.items()]
+    return yaml.MappingNode("tag:yaml.org,2002:map", pairs)
+
+
 _UnsafeDumper.add_representer(str, _unsafe_str)
+_UnsafeDumper.add_representer(dict, _plain_keys)
 
 
 def write_extravars(path: Path, extravars: Mapping[str, Any]) -> None:

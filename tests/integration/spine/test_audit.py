@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+
 import psycopg
 import pytest
 
@@ -86,7 +87,7 @@ def test_concurrent_appends_keep_one_chain(db: Database) -> None:
             for j in range(5):
                 with db.transaction() as conn:
                     audit.append(conn, actor=f"t{i}", action="requested", run_id=i, body={"j": j})
-        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
