@@ -160,9 +160,7 @@ def revision(obj: dict[str, Any]) -> int:
 
 def images(template: dict[str, Any]) -> list[str]:
     spec = template.get("spec") or {}
-    return [
-        f"{c['name']}={c.get('image', '')}" for c in (spec.get("initContainers") or []) + spec["containers"]
-    ]
+    return [f"{c['name']}={c.get('image', '')}" for c in (spec.get("initContainers") or []) + spec["containers"]]
 
 
 def image_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
@@ -197,11 +195,7 @@ def diff_paths(a: Any, b: Any, path: str = "") -> list[str]:
         for key in sorted(set(a) | set(b)):
             out += diff_paths(a.get(key), b.get(key), f"{path}.{key}" if path else key)
         return out
-    if (
-        isinstance(a, list)
-        and isinstance(b, list)
-        and all(isinstance(i, dict) and "name" in i for i in a + b)
-    ):
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(i, dict) and "name" in i for i in a + b):
         left, right = {i["name"]: i for i in a}, {i["name"]: i for i in b}
         out = []
         for key in sorted(set(left) | set(right)):
@@ -217,9 +211,7 @@ def rollout_state(dep: dict[str, Any]) -> tuple[bool, str]:
         return False, "waiting for the deployment spec update to be observed"
     for cond in st.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            raise RolloutUndoError(
-                f"deployment {meta['namespace']}/{meta['name']} exceeded its progress deadline"
-            )
+            raise RolloutUndoError(f"deployment {meta['namespace']}/{meta['name']} exceeded its progress deadline")
     want, updated = spec.get("replicas", 1), st.get("updatedReplicas", 0)
     if updated < want:
         return False, f"{updated} of {want} updated replicas"
@@ -244,9 +236,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
             raise RolloutUndoError(f"Deployment {ref} not found") from exc
         raise
     if dep["spec"].get("paused"):
-        raise RolloutUndoError(
-            f"Deployment {ref} is paused; resume it before rolling back (kubectl refuses too)"
-        )
+        raise RolloutUndoError(f"Deployment {ref} is paused; resume it before rolling back (kubectl refuses too)")
     current = revision(dep)
     uid = dep["metadata"]["uid"]
     owned = []
@@ -293,9 +283,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     }
     if not result["changed_fields"]:
         result["to_revision"] = current
-        result["msg"] = (
-            f"skipped rollback: the current template of {ref} already matches revision {source_rev}"
-        )
+        result["msg"] = f"skipped rollback: the current template of {ref} already matches revision {source_rev}"
         return result
     result["changed"] = True
     if module.check_mode:

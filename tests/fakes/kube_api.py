@@ -29,12 +29,15 @@ Supported:
 - A tiny controller: a Deployment whose pod template changes gets a new ReplicaSet (owned by it, next
   ``deployment.kubernetes.io/revision``, ``pod-template-hash`` label) or, when the template equals an
   older ReplicaSet's (a rollback), that ReplicaSet with a new revision; the other ReplicaSets scale to 0.
-  ReplicaSets create/delete Pods (Pending, then Running and Ready after ``ready_delay`` seconds);
-  status (replicas, updated/ready/available, observedGeneration, Available/Progressing conditions)
-  follows. Objects whose owner is gone are garbage collected.
+  ReplicaSets create/delete Pods (Pending, then Running and Ready after ``ready_delay`` seconds;
+  Pods that tests apply without a status are Running and Ready at once); status (replicas,
+  updated/ready/available, observedGeneration, Available/Progressing conditions) follows. Objects whose
+  owner is gone are garbage collected.
 
-Not supported: authentication (any token is accepted), TLS, protobuf/CBOR, server-side apply field
-management, admission/validation beyond required names, other resource types, logs, port-forward.
+Not supported: propagationPolicy (deletes always cascade), list paging (``limit`` returns everything),
+rolling-update pacing (old ReplicaSets go to 0 at once), authentication (any token is accepted), TLS,
+protobuf/CBOR, server-side apply field management, admission/validation beyond required names, other
+resource types, pod logs, port-forward, tty/resize on exec.
 
 Test API::
 
@@ -176,9 +179,7 @@ class ApiError(Exception):
 
 def not_found(rt: ResType, name: str) -> ApiError:
     res = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
-    return ApiError(
-        404, "NotFound", f'{res} "{name}" not found', {"name": name, "group": rt.group, "kind": rt.plural}
-    )
+    return ApiError(404, "NotFound", f'{res} "{name}" not found', {"name": name, "group": rt.group, "kind": rt.plural})
 
 
 def now() -> str:
@@ -482,6 +483,7 @@ class FakeKubeAPI:
             for w in self._watchers:
                 w.queue.put_nowait(None)
         await self._runner.cleanup()
+        await asyncio.get_running_loop().shutdown_default_executor()  # exec handler threads
 
     def kubeconfig(self, path: str | Path, *, context: str = "fake", namespace: str = "default") -> Path:
         """Write a kubeconfig pointing at this server (current context `context`); return its path."""
@@ -527,9 +529,7 @@ class FakeKubeAPI:
             if rt.namespaced:
                 meta.setdefault("namespace", "default")
                 if not self._find("Namespace", "", meta["namespace"]):
-                    self.apply(
-                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": meta["namespace"]}}
-                    )
+                    self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": meta["namespace"]}})
             ns = meta.get("namespace", "") if rt.namespaced else ""
             if self._find(rt.kind, ns, meta["name"]):
                 meta.pop("resourceVersion", None)
@@ -572,9 +572,7 @@ class FakeKubeAPI:
     def _type_of(obj: Obj) -> ResType:
         rt = BY_KIND.get(obj.get("kind", ""))
         if rt is None or obj.get("apiVersion") != rt.api_version:
-            raise ApiError(
-                400, "BadRequest", f"unsupported apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')}"
-            )
+            raise ApiError(400, "BadRequest", f"unsupported apiVersion/kind {obj.get('apiVersion')}/{obj.get('kind')}")
         return rt
 
     def _find(self, kind: str, ns: str, name: str) -> Obj | None:
@@ -594,7 +592,7 @@ class FakeKubeAPI:
             snapshot["metadata"]["resourceVersion"] = str(self._rv)
         self._events.append((self._rv, event, rt.kind, snapshot))
         for w in self._watchers:
-            if self._watch_wants(w, snapshot) and self._loop:
+            if self._watch_wants(w, snapshot) and self._loop and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(w.queue.put_nowait, {"type": event, "object": snapshot})
         return copy.deepcopy(obj)
 
@@ -615,15 +613,11 @@ class FakeKubeAPI:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
         if not meta.get("name"):
-            raise ApiError(
-                422, "Invalid", f"{rt.kind}.{rt.group or 'core'} is invalid: metadata.name: Required value"
-            )
+            raise ApiError(422, "Invalid", f"{rt.kind}.{rt.group or 'core'} is invalid: metadata.name: Required value")
         with self._lock:
             if rt.namespaced:
                 if meta.get("namespace", ns) != ns:
-                    raise ApiError(
-                        400, "BadRequest", "the namespace of the object does not match the request"
-                    )
+                    raise ApiError(400, "BadRequest", "the namespace of the object does not match the request")
                 meta["namespace"] = ns
                 if not self._find("Namespace", "", ns):
                     raise not_found(BY_KIND["Namespace"], ns)
@@ -641,9 +635,7 @@ class FakeKubeAPI:
                 return obj
             return self._commit(rt, "ADDED", obj)
 
-    def replace(
-        self, rt: ResType, ns: str, name: str, obj: Obj, dry_run: bool = False, subresource: str = ""
-    ) -> Obj:
+    def replace(self, rt: ResType, ns: str, name: str, obj: Obj, dry_run: bool = False, subresource: str = "") -> Obj:
         obj = copy.deepcopy(obj)
         with self._lock:
             cur = self._find(rt.kind, ns, name)
@@ -760,9 +752,7 @@ class FakeKubeAPI:
                 spec.setdefault("progressDeadlineSeconds", 600)
             obj.setdefault("status", {"replicas": 0} if rt.kind == "ReplicaSet" else {})
             if "selector" not in spec or "template" not in spec:
-                raise ApiError(
-                    422, "Invalid", f"{rt.kind} is invalid: spec.selector and spec.template are required"
-                )
+                raise ApiError(422, "Invalid", f"{rt.kind} is invalid: spec.selector and spec.template are required")
         elif rt.kind == "Pod":
             spec.setdefault("nodeName", "fake-node")
             spec.setdefault("restartPolicy", "Always")
@@ -797,9 +787,7 @@ class FakeKubeAPI:
                     "restartCount": 0,
                     "started": ready,
                     "containerID": "containerd://" + uuid.uuid4().hex if ready else None,
-                    "state": {"running": {"startedAt": ts}}
-                    if ready
-                    else {"waiting": {"reason": "ContainerCreating"}},
+                    "state": {"running": {"startedAt": ts}} if ready else {"waiting": {"reason": "ContainerCreating"}},
                 }
                 for c in pod["spec"]["containers"]
             ],
@@ -825,9 +813,7 @@ class FakeKubeAPI:
         return [
             o
             for (k, ons, _), o in self._objects.items()
-            if k == kind
-            and ons == ns
-            and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
+            if k == kind and ons == ns and any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
         ]
 
     @staticmethod
@@ -866,13 +852,14 @@ class FakeKubeAPI:
         for rs in [o for (k, _, _), o in list(self._objects.items()) if k == "ReplicaSet"]:
             self._reconcile_replicaset(copy.deepcopy(rs))
         clock = time.monotonic()
-        for pod in [o for (k, _, _), o in list(self._objects.items()) if k == "Pod"]:
+        pods = [o for (k, _, _), o in list(self._objects.items()) if k == "Pod"]
+        for uid in set(self._pod_ready_at) - {p["metadata"]["uid"] for p in pods}:
+            del self._pod_ready_at[uid]  # deleted before it became ready
+        for pod in pods:
             ready_at = self._pod_ready_at.get(pod["metadata"]["uid"])
             if ready_at is not None and clock >= ready_at:
                 del self._pod_ready_at[pod["metadata"]["uid"]]
-                self._update_if_changed(
-                    pod, {**copy.deepcopy(pod), "status": self._pod_status(pod, ready=True)}
-                )
+                self._update_if_changed(pod, {**copy.deepcopy(pod), "status": self._pod_status(pod, ready=True)})
         for dep in [o for (k, _, _), o in list(self._objects.items()) if k == "Deployment"]:
             self._deployment_status(copy.deepcopy(dep))
 
@@ -1100,9 +1087,7 @@ class FakeKubeAPI:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({gv})")
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
-    async def _resource(
-        self, request: web.Request, group: str, version: str, rest: list[str]
-    ) -> web.StreamResponse:
+    async def _resource(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
         ns: str | None = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]
@@ -1345,9 +1330,7 @@ class FakeKubeAPI:
             return {
                 "kind": "Scale",
                 "apiVersion": "autoscaling/v1",
-                "metadata": {
-                    k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                },
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")},
                 "spec": {"replicas": obj["spec"]["replicas"]},
                 "status": {
                     "replicas": obj.get("status", {}).get("replicas", 0),

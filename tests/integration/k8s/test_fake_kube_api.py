@@ -14,7 +14,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_api import FakeKubeAPI, strategic_merge
 from tests.integration.k8s.conftest import deployment, rolled_out
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
@@ -61,9 +61,7 @@ def test_template_change_creates_an_owned_replicaset_with_the_next_revision(
 def test_json_and_merge_patches(api: client.ApiClient) -> None:
     """A json-patch (a list body) and a merge patch both land on the object."""
     apps = client.AppsV1Api(api)
-    apps.patch_namespaced_deployment(
-        "api", "prod", [{"op": "add", "path": "/metadata/labels/tier", "value": "web"}]
-    )
+    apps.patch_namespaced_deployment("api", "prod", [{"op": "add", "path": "/metadata/labels/tier", "value": "web"}])
     dep = apps.patch_namespaced_deployment("api", "prod", {"metadata": {"annotations": {"owner": "sre"}}})
     assert dep.metadata.labels["tier"] == "web"
     assert dep.metadata.annotations["owner"] == "sre"
@@ -95,9 +93,7 @@ def test_scale_subresource_and_watch(api: client.ApiClient) -> None:
 
 def test_exec_carries_output_and_exit_code(kube: FakeKubeAPI, api: client.ApiClient) -> None:
     """The exec handler's stdout, stderr and non-zero exit code reach the client like a real API's."""
-    kube.set_exec_handler(
-        lambda ns, pod, container, command, stdin: (b"out " + command[-1].encode(), b"err", 3)
-    )
+    kube.set_exec_handler(lambda ns, pod, container, command, stdin: (b"out " + command[-1].encode(), b"err", 3))
     pod = kube.list("Pod", "prod")[0]["metadata"]["name"]
     resp = stream(
         client.CoreV1Api(api).connect_get_namespaced_pod_exec,
@@ -149,3 +145,27 @@ def test_kubectl_get_rollout_status_and_exec(kube: FakeKubeAPI, api: client.ApiC
     pod = kube.list("Pod", "prod", "app=api")[0]["metadata"]["name"]
     done = kubectl("exec", "-i", "-n", "prod", pod, "--", "cat", stdin="data")
     assert (done.returncode, done.stdout) == (2, "got data")
+
+
+def test_watch_resumes_after_a_resource_version(api: client.ApiClient) -> None:
+    """A watch from a list's resourceVersion replays only what changed after it."""
+    apps = client.AppsV1Api(api)
+    since = apps.list_namespaced_deployment("prod").metadata.resource_version
+    apps.patch_namespaced_deployment("api", "prod", {"metadata": {"labels": {"after": "yes"}}})
+    w = watch.Watch()
+    events = list(w.stream(apps.list_namespaced_deployment, "prod", resource_version=since, timeout_seconds=1))
+    assert events and events[0]["type"] == "MODIFIED"
+    assert events[0]["object"].metadata.labels["after"] == "yes"
+
+
+def test_strategic_merge_merges_containers_by_name() -> None:
+    """Containers merge by name; other lists are replaced; null deletes a key."""
+    target = {
+        "containers": [{"name": "app", "image": "a:1", "args": ["x"]}, {"name": "side", "image": "s:1"}],
+        "labels": {"a": "1", "b": "2"},
+    }
+    patch = {"containers": [{"name": "app", "image": "a:2", "args": ["y"]}], "labels": {"b": None}}
+    assert strategic_merge(target, patch) == {
+        "containers": [{"name": "app", "image": "a:2", "args": ["y"]}, {"name": "side", "image": "s:1"}],
+        "labels": {"a": "1"},
+    }

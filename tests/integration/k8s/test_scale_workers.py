@@ -34,8 +34,9 @@ def test_check_mode_reports_the_plan_and_changes_nothing(worker: FakeKubeAPI) ->
     """Check mode prints the plan line and leaves spec.replicas and the resourceVersion alone."""
     before = worker.get("Deployment", "prod", "temporal-worker")
     assert before is not None
-    run = run_playbook("scale_workers.yml", {"namespace": "prod", "deployment": "temporal-worker", "replicas": 5},
-                       check=True)
+    run = run_playbook(
+        "scale_workers.yml", {"namespace": "prod", "deployment": "temporal-worker", "replicas": 5}, check=True
+    )
     assert run.rc == 0, run.output
     assert run.stats["plan"] == ["deployment prod/temporal-worker replicas 3 -> 5"]
     after = worker.get("Deployment", "prod", "temporal-worker")

@@ -44,9 +44,7 @@ def test_scale_workers_through_the_cli(env: dict[str, str], kube: FakeKubeAPI) -
     """An approved scale-workers run scales 3 -> 5 and stores the result on the run."""
     kube.apply(deployment("temporal-worker", "worker:1", replicas=3))
     kube.wait_until(lambda: rolled_out(kube, "prod", "temporal-worker"))
-    status = request_approve_work(
-        env, "scale-workers", "namespace=prod", "deployment=temporal-worker", "replicas=5"
-    )
+    status = request_approve_work(env, "scale-workers", "namespace=prod", "deployment=temporal-worker", "replicas=5")
     assert status["state"] == "succeeded"
     assert status["plan"] == ["deployment prod/temporal-worker replicas 3 -> 5"], status
     assert status["summary"] == ["prod/temporal-worker: 3 -> 5 replicas, 5/5 ready"], status
