@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
+    s = sub.add_parser("init", help="write a starter operators file naming you (if none exists)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing file")
+
     s = sub.add_parser("runbooks", help="list the runbooks you may request")
     s.add_argument("--json", action="store_true")
     s.add_argument("--all", action="store_true", help="include runbooks you may not request")
@@ -88,6 +91,30 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--chart", default=None, metavar="PNG", help="also write the RTO trend as a PNG")
     return p
+
+
+def _cmd_init(force: bool, out: TextIO) -> int:
+    """A starter operators file: you in every group the shipped runbooks name, and a second operator."""
+    from bot.config import Settings
+
+    path = Settings.from_env().config_file
+    if path.exists() and not force:
+        out.write(f"{path} exists; leaving it alone (use --force to overwrite)\n")
+        return 0
+    me = getpass.getuser()
+    path.write_text(
+        "# Operators file: who is who (see README, 'Operators file'). Written by `runbook-bot init`.\n"
+        "operators:            # operator name = OS login name (the CLI identity)\n"
+        f"  {me}: {{}}           # add `slack: U...` to approve from Slack\n"
+        "  second-approver: {}  # approvals need someone other than the requester: rename to a colleague\n"
+        "groups:\n"
+        f"  sre: [{me}, second-approver]\n"
+        f"  dba: [{me}, second-approver]\n"
+        f"  security: [{me}, second-approver]\n"
+        "channels: {}          # approvals: C0..., drills: C0... (Slack channel ids)\n"
+    )
+    out.write(f"wrote {path} with you ({me}) as an operator in groups sre, dba, security\n")
+    return 0
 
 
 def _me(ctx: Context) -> Operator:
@@ -302,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # retries are reported once, by us
+    if args.verb == "init":
+        return _cmd_init(args.force, sys.stdout)
     ctx: Context | None = None
     try:
         ctx = build()

