@@ -177,12 +177,16 @@ def load_client(module: AnsibleModule):
     kubeconfig = module.params["kubeconfig"] or os.environ.get("K8S_AUTH_KUBECONFIG") or None
     context = module.params["context"] or os.environ.get("K8S_AUTH_CONTEXT") or None
     default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
-    if kubeconfig or os.path.exists(default):
-        cfg = k8s_client.Configuration()
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
-    else:
-        k8s_config.load_incluster_config()
-        cfg = k8s_client.Configuration.get_default_copy()
+    try:
+        if kubeconfig or os.path.exists(default):
+            cfg = k8s_client.Configuration()
+            k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+        else:
+            k8s_config.load_incluster_config()
+            cfg = k8s_client.Configuration.get_default_copy()
+    except (k8s_config.ConfigException, OSError) as e:
+        raise Fail(f"no usable Kubernetes configuration (K8S_AUTH_KUBECONFIG, KUBECONFIG, ~/.kube/config "
+                   f"or in-cluster): {e}") from None
     return k8s_client.ApiClient(cfg)
 
 

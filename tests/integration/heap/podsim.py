@@ -25,6 +25,7 @@ class FakeContainer:
     argv: tuple[str, ...] = ("node", "/app/dist/main.js")
     cwd: str = "/app"
     extra_env: dict[str, str] = field(default_factory=dict)
+    df_avail_kb: int | None = None  # pretend the diagnostic dir's filesystem has this much free space
     signals: int = 0              # SIGUSR2 sent through exec
 
     def _local(self, path: str) -> Path | None:
@@ -64,6 +65,10 @@ class FakeContainer:
                 return (data, b"", 0) if data is not None else (b"", b"cat: " + path.encode() + b": " + missing, 1)
             case ["readlink", "/proc/1/cwd"]:
                 return self.cwd.encode() + b"\n", b"", 0
+            case ["df", "-Pk", path] if self._local(path) is not None and self.df_avail_kb is not None:
+                head = "Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+                line = f"overlay 1024 {1024 - self.df_avail_kb} {self.df_avail_kb} 99% {path}\n"
+                return (head + line).encode(), b"", 0
             case ["df", "-Pk", path] if self._local(path) is not None:
                 p = subprocess.run(["df", "-Pk", str(self._local(path))], capture_output=True)
                 return p.stdout.replace(str(self._local(path)).encode(), path.encode()), p.stderr, p.returncode

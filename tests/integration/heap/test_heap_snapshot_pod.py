@@ -125,3 +125,22 @@ def test_unknown_deployment_is_refused(kube, run_playbook, s3):
     run = run_playbook({"namespace": "prod", "deployment": "nope", "s3_bucket": s3.bucket}, env={**s3.env, **env})
     assert run.rc != 0
     assert any("deployment prod/nope not found" in m for m in run.failures), run.failures
+
+
+def test_pod_with_less_free_disk_than_the_rss_is_refused(prod_api, run_playbook, s3):
+    """A diagnostic dir (df in the pod) with less free space than PID 1's RSS is refused before the kill."""
+    _api, env, pod, _node, handler = prod_api
+    handler.containers[pod].df_avail_kb = 512
+    run = run_playbook({"namespace": "prod", "deployment": "api", "s3_bucket": s3.bucket}, env={**s3.env, **env})
+    assert run.rc != 0
+    assert any("resident set size (RSS)" in m and "in the pod" in m for m in run.failures), run.failures
+    assert handler.containers[pod].signals == 0
+
+
+def test_k8s_auth_kubeconfig_is_honoured(prod_api, run_playbook, s3, tmp_path):
+    """K8S_AUTH_KUBECONFIG (the kubernetes.core variable) is used even when KUBECONFIG points elsewhere."""
+    _api, env, pod, _node, _handler = prod_api
+    env = {"K8S_AUTH_KUBECONFIG": env["KUBECONFIG"], "KUBECONFIG": str(tmp_path / "missing-kubeconfig")}
+    run = run_playbook({"target": "k8s/prod/api", "s3_bucket": s3.bucket}, env={**s3.env, **env}, check=True)
+    assert run.rc == 0, run.failures or run.stderr
+    assert f"pod prod/{pod} " in run.stats["plan"][0]
