@@ -262,12 +262,14 @@ class Drill:
             err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
             return subprocess.CompletedProcess(argv, 124, out, err + f"\ntimed out after {timeout}s")
 
-    def pgbackrest(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def pgbackrest_argv(self, *args: str) -> list[str]:
         argv = ["pgbackrest"]
         if self.p["pgbackrest_config"]:
             argv.append(f"--config={self.p['pgbackrest_config']}")
-        argv += [f"--stanza={self.p['stanza']}", *args]
-        return self.run(argv, timeout=timeout)
+        return [*argv, f"--stanza={self.p['stanza']}", *args]
+
+    def pgbackrest(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+        return self.run(self.pgbackrest_argv(*args), timeout=timeout)
 
     def psql(self, sql: str, dbname: str = "postgres", timeout: float = 600) -> subprocess.CompletedProcess:
         return self.run([
@@ -674,6 +676,14 @@ class Drill:
         p = self.p
         t0 = now()
         exp = p["expectations"] or {}
+        # pgbackrest verify only reads the repository: run it alongside the checks on the copy
+        verify_proc = None
+        if p["verify_repo"]:
+            verify_proc = subprocess.Popen(
+                self.argv_as_owner(self.pgbackrest_argv("--output=text", "--verbose", "--log-level-console=warn",
+                                                        "verify")),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+                env={**os.environ, "LC_ALL": "C", "LANG": "C"})
         self.wal_check()
         if exp.get("marker"):
             self.marker_check(exp["marker"])
@@ -692,8 +702,9 @@ class Drill:
             self.check("data_checksums", r.returncode == 0, detail or f"exit {r.returncode}", t1)
         else:
             self.check("data_checksums", True, "not enabled in this cluster: skipped", t1)
-        if p["verify_repo"]:
-            self.repo_verify()
+        if verify_proc is not None:
+            out, err = verify_proc.communicate()
+            self.repo_verify(subprocess.CompletedProcess(verify_proc.args, verify_proc.returncode, out, err), t0)
         self.state["timings"]["verify_seconds"] = round(now() - t0, 3)
         self.finish(changed=True)
 
@@ -783,9 +794,7 @@ class Drill:
         else:
             self.check("amcheck", True, f"{dbs} databases, heap and all indexes, no corruption", t0)
 
-    def repo_verify(self) -> None:
-        t0 = now()
-        r = self.pgbackrest("--output=text", "--verbose", "--log-level-console=warn", "verify", timeout=None)
+    def repo_verify(self, r: subprocess.CompletedProcess, t0: float) -> None:
         out = r.stdout
         label = self.state.get("backup", {}).get("label")
         # pgbackrest verify exits 0 even when it finds errors: read its report

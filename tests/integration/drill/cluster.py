@@ -30,6 +30,7 @@ class BackedUpCluster:
     base_dir: Path
     stanza: str = STANZA
     conf: dict[str, str] = field(default_factory=dict)
+    repo_options: dict[str, str] = field(default_factory=dict)  # extra/overriding [global] pgBackRest options
 
     def __post_init__(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -56,24 +57,29 @@ class BackedUpCluster:
     def write_config(self) -> None:
         for sub in ("repo", "log", "lock", "spool"):
             (self.base_dir / sub).mkdir(exist_ok=True)
-        self.config_path.write_text(
-            "[global]\n"
-            f"repo1-path={self.repo_path}\n"
-            "repo1-retention-full=4\n"
-            f"log-path={self.base_dir / 'log'}\n"
-            f"lock-path={self.base_dir / 'lock'}\n"
-            f"spool-path={self.base_dir / 'spool'}\n"
-            "log-level-file=off\n"
-            "start-fast=y\n"
-            "compress-type=gz\n"
-            "compress-level=1\n"
+        options = {
+            "repo1-path": str(self.repo_path),
+            "repo1-retention-full": "4",
+            "log-path": str(self.base_dir / "log"),
+            "lock-path": str(self.base_dir / "lock"),
+            "spool-path": str(self.base_dir / "spool"),
+            "log-level-file": "off",
+            "start-fast": "y",
+            "compress-type": "gz",
+            "compress-level": "1",
             # internal pgBackRest option: a corrupt repo file fails at once instead of after 15 s of retries
-            "job-retry=0\n"
-            f"\n[{self.stanza}]\n"
-            f"pg1-path={self.pg.data_dir}\n"
-            f"pg1-port={self.pg.port}\n"
-            f"pg1-socket-path={self.pg.socket_dir}\n"
-            f"pg1-user={self.pg.superuser}\n"
+            "job-retry": "0",
+            **self.repo_options,
+        }
+        stanza = {
+            "pg1-path": str(self.pg.data_dir),
+            "pg1-port": str(self.pg.port),
+            "pg1-socket-path": str(self.pg.socket_dir),
+            "pg1-user": self.pg.superuser,
+        }
+        self.config_path.write_text(
+            "[global]\n" + "".join(f"{k}={v}\n" for k, v in options.items())
+            + f"\n[{self.stanza}]\n" + "".join(f"{k}={v}\n" for k, v in stanza.items())
         )
         chown_tree(self.base_dir, self.os_user)
 

@@ -238,3 +238,34 @@ def test_check_mode_runs_preflight_only_and_reports_a_plan(source: BackedUpClust
     assert plan == run_drill(v, check=True).stats["plan"]  # deterministic: hashed by the spine
     assert not (drill_dir / "scratch").exists()
     assert not (drill_dir / "report.json").exists()
+
+
+def test_immediate_target_restores_the_backup_end(source: BackedUpCluster, drill_dir: Path) -> None:
+    """An `immediate` target stops at the end of the backup, so a row written after the backup is absent."""
+    source.pg.psql("CREATE TABLE after_backup(note text); INSERT INTO after_backup VALUES ('x')")
+    source.wait_archived(source.switch_wal())
+    v = drill_vars(source, drill_dir, target="immediate",
+                   expectations={"marker": {"table": "drill_marker", "column": "note", "value": MARKER}})
+    run = run_drill(v)
+    assert run.rc == 0, run
+    report = report_of(drill_dir)
+    assert report["result"] == "PASS"
+    assert report["target_time"] == report["backup"]["stopped_at"]  # type: ignore[index]
+    v2 = drill_vars(source, drill_dir, target="immediate", expectations={
+        "marker": {"table": "after_backup", "column": "note", "value": "x"}})
+    run2 = run_drill(v2)
+    assert "check=marker_present failed" in run2.failure_messages(), run2
+    assert_nothing_left(run2, drill_dir, v2["drill_port"])  # type: ignore[arg-type]
+
+
+def test_leftover_scratch_dir_of_an_earlier_drill_is_replaced(source: BackedUpCluster, drill_dir: Path) -> None:
+    """A scratch dir carrying the drill's marker (a crashed earlier drill) is removed and the drill passes."""
+    scratch = drill_dir / "scratch"
+    scratch.mkdir()
+    (scratch / ".runbook-bot-drill").write_text("left by a crashed drill\n")
+    (scratch / "junk").write_text("x")
+    v = drill_vars(source, drill_dir)
+    run = run_drill(v)
+    assert run.rc == 0, run
+    assert report_of(drill_dir)["result"] == "PASS"
+    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
