@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ROOT, cli
+from tests.integration.heap.conftest import deployment, ready_pods
+from tests.integration.heap.podsim import FakeContainer, PodExec
 
 pytestmark = pytest.mark.slow
 
@@ -42,3 +44,29 @@ def test_host_snapshot_through_the_cli(env: dict[str, str], start_node, s3) -> N
     with urllib.request.urlopen(result["url"]) as resp:  # noqa: S310 (a presigned http URL to moto)
         assert "meta" in json.loads(resp.read())["snapshot"]
     assert node.sigusr2_count() == 1 and node.snapshots() == []
+
+
+def test_pod_snapshot_through_the_cli(env: dict[str, str], kube, start_node, s3) -> None:
+    """An approved run on target k8s/prod/api snapshots its pod through exec and stores a working URL."""
+    api, kube_env = kube
+    api.apply(deployment("api", {"app": "api"}))
+    (pod,) = ready_pods(api, "prod", "app=api", 1)
+    name = pod["metadata"]["name"]
+    node = start_node(name="pod")
+    handler = PodExec()
+    handler.containers[name] = FakeContainer(pid=node.pid, local_diag=node.diag_dir,
+                                             node_options="--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=/diag")
+    api.set_exec_handler(handler)
+    env = {**env, **kube_env}
+    req = cli(env, "request", "heap-snapshot", "target=k8s/prod/api", f"s3_bucket={s3.bucket}",
+              "--reason", "INC-10 api OOMKilled")
+    assert req.returncode == 0, req.stderr
+    run_id = req.stdout.strip()
+    assert cli(env, "approve", run_id, user="carol").returncode == 0
+    work = cli(env, "worker", "--once", timeout=240)
+    assert f"[run {run_id}] succeeded" in work.stdout, work.stdout + work.stderr
+    status = json.loads(cli(env, "status", run_id, "--json").stdout)
+    assert status["result"]["key"].startswith(f"heap-snapshots/k8s/prod/{name}/Heap.")
+    with urllib.request.urlopen(status["result"]["url"]) as resp:  # noqa: S310 (a presigned http URL to moto)
+        assert "meta" in json.loads(resp.read())["snapshot"]
+    assert handler.containers[name].signals == 1 and node.snapshots() == []
