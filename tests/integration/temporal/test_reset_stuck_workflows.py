@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import pytest
@@ -156,6 +157,25 @@ def test_unreachable_server_fails_clearly(reset_playbook):
     assert run.rc != 0
     assert any(f"cannot connect to Temporal at {address}" in m for m in run.messages), run.messages
     assert run.stats["summary"] == [m for m in run.messages if address in m]
+
+
+@pytest.fixture
+def silent_listener():
+    """A TCP port that accepts connections (kernel backlog) but never speaks: a hung server or wrong LB port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_server_that_never_answers_fails_within_the_rpc_timeout(silent_listener, reset_playbook):
+    """A peer that accepts TCP but never answers fails the run after temporal_rpc_timeout, not a hang."""
+    extra = {"temporal_address": silent_listener, "temporal_rpc_timeout": 2, "task_queue": "q", "reason": REASON}
+
+    run = reset_playbook(extra, check=True)
+
+    assert run.rc != 0
+    assert any(f"cannot connect to Temporal at {silent_listener}: no answer within 2 s" in m for m in run.messages)
 
 
 def test_api_key_never_appears_in_output(temporal_server, worker, reset_playbook):
