@@ -280,7 +280,7 @@ class Finder:
             if len(found) > self.p["scan_limit"]:
                 raise StopError(
                     f"the selection matches more than scan_limit={self.p['scan_limit']} running workflows: "
-                    "narrow task_queue/query"
+                    "narrow the selection (task queue, visibility query)"
                 )
             token = resp.next_page_token
             if not token:
@@ -520,7 +520,7 @@ async def run(params: dict, check_mode: bool) -> dict:
         ids = ", ".join(e["workflow_id"] for e in entries[:20])
         raise StopError(
             f"{len(entries)} workflows would be reset, more than max_workflows={params['max_workflows']}: "
-            f"refusing to reset any (narrow task_queue/query or raise max_workflows): {ids}",
+            f"refusing to reset any (narrow the selection or raise max_workflows): {ids}",
             result,
         )
     if check_mode:

@@ -149,6 +149,14 @@ def test_unknown_workflow_id_fails_clearly(temporal_server, reset_playbook):
     assert any("workflow 'no-such-workflow' not found in namespace 'default'" in m for m in run.messages), run.messages
 
 
+def test_bad_visibility_query_fails_clearly(temporal_server, reset_playbook):
+    """A visibility query the server cannot parse fails the run with the server's reason."""
+    run = reset_playbook({"visibility_query": "WorkflowType = ", "reason": REASON}, check=True)
+
+    assert run.rc != 0
+    assert any(f"Temporal at {temporal_server.address}: INVALID_ARGUMENT" in m for m in run.messages), run.messages
+
+
 def test_unreachable_server_fails_clearly(reset_playbook):
     """A server nobody listens on fails the run at once with a connect error naming the address."""
     address = f"127.0.0.1:{free_port()}"
