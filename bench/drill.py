@@ -82,7 +82,7 @@ def main() -> int:
         print(f"source: pgbench scale {args.scale} loaded in {time.monotonic() - t:.1f} s", flush=True)
         t = time.monotonic()
         label = src.backup("full")
-        size = int(src.info()["backup"][-1]["info"]["size"])  # type: ignore[index]
+        size = int(src.info()["backup"][-1]["info"]["size"])
         print(f"backup {label}: {size / 2**20:.0f} MiB in {time.monotonic() - t:.1f} s", flush=True)
 
         raws, drills, rtos, reports = [], [], [], []

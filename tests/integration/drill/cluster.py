@@ -108,7 +108,7 @@ class BackedUpCluster:
         self.pgbackrest(f"--type={kind}", "backup")
         return str(self.info()["backup"][-1]["label"])
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> dict[str, Any]:
         out = self.pgbackrest("--output=json", "info").stdout
         return json.loads(out)[0]  # type: ignore[no-any-return]
 

@@ -11,6 +11,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def source() -> Iterator[BackedUpCluster]:
     try:
         cluster.start()
         cluster.pgbench_init(scale=2)
-        cluster.pg.psql("CREATE TABLE drill_marker(note text); "  # noqa: S608 MARKER is a constant
+        cluster.pg.psql("CREATE TABLE drill_marker(note text); "
                         f"INSERT INTO drill_marker VALUES ('{MARKER}')")
         cluster.backup("full")
         cluster.pg.psql("UPDATE pgbench_branches SET bbalance = bbalance + 7 WHERE bid = 1")
@@ -68,8 +69,8 @@ def drill_dir(source: BackedUpCluster) -> Iterator[Path]:
     remove_tree(base)
 
 
-def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: object) -> dict[str, object]:
-    vars_: dict[str, object] = {
+def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: Any) -> dict[str, Any]:
+    vars_: dict[str, Any] = {
         "stanza": source.stanza,
         "pgbackrest_config": str(source.config_path),
         "pg_bin_dir": str(source.pg.bin_dir),
@@ -84,7 +85,7 @@ def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: object) -> dict
     return vars_
 
 
-def report_of(drill_dir: Path) -> dict[str, object]:
+def report_of(drill_dir: Path) -> dict[str, Any]:
     return json.loads((drill_dir / "report.json").read_text())  # type: ignore[no-any-return]
 
 
@@ -110,15 +111,15 @@ def test_drill_passes_with_rto_rpo_and_all_checks(source: BackedUpCluster, drill
     assert report["result"] == "PASS"
     assert isinstance(report["rto_seconds"], float) and report["rto_seconds"] > 0
     assert isinstance(report["rpo_seconds"], float)
-    assert report["backup"]["label"] == source.info()["backup"][-1]["label"]  # type: ignore[index]
-    names = {c["name"]: c["ok"] for c in report["checks"]}  # type: ignore[union-attr]
+    assert report["backup"]["label"] == source.info()["backup"][-1]["label"]
+    names = {c["name"]: c["ok"] for c in report["checks"]}
     for check in ("port_free", "scratch_dir", "repo_reachable", "restore", "read_write", "wal_complete",
                   "marker_present", "row_counts", "table_checksums", "amcheck", "data_checksums", "repo_verify",
                   "cleanup"):
         assert names.get(check) is True, (check, report["checks"])
     assert run.stats["summary"][0].startswith("PASS"), run
     assert run.stats["result"]["rto_seconds"] == report["rto_seconds"]
-    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
+    assert_nothing_left(run, drill_dir, v["drill_port"])
 
 
 def test_point_in_time_keeps_the_row_before_and_not_the_row_after(source: BackedUpCluster, drill_dir: Path) -> None:
@@ -137,13 +138,13 @@ def test_point_in_time_keeps_the_row_before_and_not_the_row_after(source: Backed
     report = report_of(drill_dir)
     assert report["result"] == "PASS"
     assert report["target"] == target
-    assert report["rpo_seconds"] is not None and report["rpo_seconds"] >= 0  # type: ignore[operator]
-    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
+    assert report["rpo_seconds"] is not None and report["rpo_seconds"] >= 0
+    assert_nothing_left(run, drill_dir, v["drill_port"])
 
 
 def test_corrupted_repo_file_fails_the_restore_check(source: BackedUpCluster, drill_dir: Path) -> None:
     """A corrupted file in the backup being restored fails the drill with check=restore."""
-    label = str(source.info()["backup"][-1]["label"])  # type: ignore[index]
+    label = str(source.info()["backup"][-1]["label"])
     victim = max((source.repo_path / "backup" / source.stanza / label / "pg_data").rglob("*.gz"),
                  key=lambda p: p.stat().st_size)
     original = victim.read_bytes()
@@ -158,7 +159,7 @@ def test_corrupted_repo_file_fails_the_restore_check(source: BackedUpCluster, dr
     assert run.rc != 0, run
     assert "check=restore failed" in run.failure_messages(), run
     assert report_of(drill_dir)["result"] == "FAIL"
-    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
+    assert_nothing_left(run, drill_dir, v["drill_port"])
 
 
 def test_missing_wal_segment_fails_although_postgres_promotes(source: BackedUpCluster, drill_dir: Path) -> None:
@@ -184,7 +185,7 @@ def test_missing_wal_segment_fails_although_postgres_promotes(source: BackedUpCl
     assert "check=marker_present failed" in msg, run
     report = report_of(drill_dir)
     assert report["result"] == "FAIL" and report["rto_seconds"] is not None  # it did promote
-    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
+    assert_nothing_left(run, drill_dir, v["drill_port"])
 
 
 def test_wrong_stanza_fails_repo_reachable(source: BackedUpCluster, drill_dir: Path) -> None:
@@ -194,7 +195,7 @@ def test_wrong_stanza_fails_repo_reachable(source: BackedUpCluster, drill_dir: P
     assert run.rc != 0, run
     assert "check=repo_reachable failed" in run.failure_messages(), run
     assert report_of(drill_dir)["result"] == "FAIL"
-    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
+    assert_nothing_left(run, drill_dir, v["drill_port"])
 
 
 def test_taken_port_fails_port_free_and_leaves_the_owner_alone(source: BackedUpCluster, drill_dir: Path) -> None:
@@ -224,7 +225,7 @@ def test_scratch_dir_not_ours_is_left_untouched(source: BackedUpCluster, drill_d
     assert (scratch / "precious.txt").read_text() == "do not delete"
     assert sorted(p.name for p in scratch.iterdir()) == ["precious.txt"]
     assert not postgres_running_in(scratch)
-    assert not port_listening(v["drill_port"])  # type: ignore[arg-type]
+    assert not port_listening(v["drill_port"])
 
 
 def test_check_mode_runs_preflight_only_and_reports_a_plan(source: BackedUpCluster, drill_dir: Path) -> None:
@@ -233,7 +234,7 @@ def test_check_mode_runs_preflight_only_and_reports_a_plan(source: BackedUpClust
     run = run_drill(v, check=True)
     assert run.rc == 0, run
     plan = run.stats["plan"]
-    label = source.info()["backup"][-1]["label"]  # type: ignore[index]
+    label = source.info()["backup"][-1]["label"]
     assert any(f"backup {label}" in line and "--archive-mode=off" in line for line in plan), plan
     assert plan == run_drill(v, check=True).stats["plan"]  # deterministic: hashed by the spine
     assert not (drill_dir / "scratch").exists()
@@ -250,12 +251,12 @@ def test_immediate_target_restores_the_backup_end(source: BackedUpCluster, drill
     assert run.rc == 0, run
     report = report_of(drill_dir)
     assert report["result"] == "PASS"
-    assert report["target_time"] == report["backup"]["stopped_at"]  # type: ignore[index]
+    assert report["target_time"] == report["backup"]["stopped_at"]
     v2 = drill_vars(source, drill_dir, target="immediate", expectations={
         "marker": {"table": "after_backup", "column": "note", "value": "x"}})
     run2 = run_drill(v2)
     assert "check=marker_present failed" in run2.failure_messages(), run2
-    assert_nothing_left(run2, drill_dir, v2["drill_port"])  # type: ignore[arg-type]
+    assert_nothing_left(run2, drill_dir, v2["drill_port"])
 
 
 def test_leftover_scratch_dir_of_an_earlier_drill_is_replaced(source: BackedUpCluster, drill_dir: Path) -> None:
@@ -268,4 +269,4 @@ def test_leftover_scratch_dir_of_an_earlier_drill_is_replaced(source: BackedUpCl
     run = run_drill(v)
     assert run.rc == 0, run
     assert report_of(drill_dir)["result"] == "PASS"
-    assert_nothing_left(run, drill_dir, v["drill_port"])  # type: ignore[arg-type]
+    assert_nothing_left(run, drill_dir, v["drill_port"])
