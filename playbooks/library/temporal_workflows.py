@@ -244,6 +244,7 @@ class Finder:
         self.ns = params["namespace"]
         self.timeout = timedelta(seconds=params["rpc_timeout"])
         self.now = datetime.now(UTC)
+        self.query = ""
 
     # ----- selection -------------------------------------------------------------------------------
     def selection_query(self) -> str:
@@ -438,7 +439,7 @@ class Finder:
                     ) from err
                 raise
             return f"WorkflowId = {self.p['workflow_id']!r}", 1, [entry] if entry else []
-        query = self.selection_query()
+        query = self.query = self.selection_query()
         running = await self.list_running(query)
         gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -506,7 +507,8 @@ async def run(params: dict, check_mode: bool) -> dict:
     try:
         selection, scanned, entries = await finder.find()
     except RPCError as err:
-        raise StopError(f"Temporal at {params['address']}: {_rpc_message(err)}") from err
+        where = f" (query: {finder.query})" if finder.query and err.status == RPCStatusCode.INVALID_ARGUMENT else ""
+        raise StopError(f"Temporal at {params['address']}: {_rpc_message(err)}{where}") from err
     except TimeoutError as err:
         raise StopError(f"Temporal at {params['address']} did not answer in time") from err
 
