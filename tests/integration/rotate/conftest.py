@@ -152,7 +152,7 @@ class Scenario:
 
     def create_table(self) -> None:
         self.pg.psql(
-            f"SET ROLE {self.user}; CREATE TABLE orders (id int primary key); INSERT INTO orders VALUES (1)",  # noqa: S608
+            f"SET ROLE {self.user}; CREATE TABLE orders (id int primary key); INSERT INTO orders VALUES (1)",
             dbname=self.db,
         )
 
@@ -188,13 +188,13 @@ class Scenario:
 
     # Role names below are the scenario's own identifiers (app<n>, admin<n>), never outside input.
     def can_login_flag(self, role: str) -> bool:
-        return self.pg.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{role}'").strip() == "t"  # noqa: S608
+        return self.pg.psql(f"SELECT rolcanlogin FROM pg_roles WHERE rolname = '{role}'").strip() == "t"
 
     def role_exists(self, role: str) -> bool:
-        return self.pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'").strip() == "1"  # noqa: S608
+        return self.pg.psql(f"SELECT count(*) FROM pg_roles WHERE rolname = '{role}'").strip() == "1"
 
     def password_hash(self, role: str) -> str:
-        return self.pg.psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip()  # noqa: S608
+        return self.pg.psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").strip()
 
     # ---- running ----
     def extra(self, **kw: Any) -> dict[str, Any]:

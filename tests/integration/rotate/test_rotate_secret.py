@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -17,6 +18,16 @@ from tests.fakes.kube_api import FakeKubeAPI
 from tests.integration.rotate.conftest import REPO, Scenario, deployment, failed_msgs
 
 pytestmark = pytest.mark.slow
+
+
+def load_module() -> Any:
+    """The secret_rotation Ansible module as a Python module (for its token derivation)."""
+    spec = importlib.util.spec_from_file_location(
+        "secret_rotation", REPO / "playbooks" / "library" / "secret_rotation.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_single_user_rotates_password(scenario: Scenario) -> None:
@@ -298,14 +309,18 @@ def test_canary_never_reaches_runner_artifacts(scenario: Scenario) -> None:
     s.setup_db()
     s.create_secrets()
     pdd = s.tmp / "runner"
-    pdd.mkdir()
+    (pdd / "env").mkdir(parents=True)
+    # As the spine writes them: every string value tagged !unsafe (inert to templating).
+    extravars = {**alternating(s), "runbook_run_id": "4242", "runbook_name": "rotate-secret"}
+    (pdd / "env" / "extravars").write_text(
+        "".join(f"{k}: !unsafe {json.dumps(v)}\n" for k, v in extravars.items())
+    )
     venv_bin = str(Path(sys.executable).parent)
     result = ansible_runner.run(
         private_data_dir=str(pdd),
         project_dir=str(REPO / "playbooks"),
         playbook=str(REPO / "playbooks" / "rotate_secret.yml"),
         inventory=str(REPO / "inventory" / "local"),
-        extravars={**alternating(s), "runbook_run_id": "4242", "runbook_name": "rotate-secret"},
         envvars={**s.env, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"},
         verbosity=3,
         quiet=True,
@@ -318,6 +333,8 @@ def test_canary_never_reaches_runner_artifacts(scenario: Scenario) -> None:
     assert len(events) > 20
     blob = b"\n".join(p.read_bytes() for p in files)
     assert b"secret_rotation" in blob
+    token = load_module().normalize_token("runbook-bot-run-4242")
+    assert s.stages()[token] == ["AWSCURRENT"]
     for value in (s.canary, new["password"], s.admin_password):
         assert value.encode() not in blob
 
