@@ -223,6 +223,7 @@ def test_reason_is_recorded_in_temporal_verbatim(temporal_server, worker, reset_
     assert run.rc == 0, run.stdout + run.stderr
     new_run = run.stats["result"]["workflows"][0]["new_run_id"]
     assert temporal_server.reset_reason(stuck, new_run) == reason
+    assert run.stats["result"]["reason"] == reason
 
 
 def test_runbook_parameters_drive_the_playbook(temporal_server, worker, reset_playbook):
