@@ -280,11 +280,13 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             host, port = str(httpd.server_address[0]), int(httpd.server_address[1])
             say(f"listening on http://{host}:{port} (/healthz, /metrics{', ' + SLACK_PATH if app else ''})")
         while not stop.wait(HOUSEKEEPING_SECONDS):
-            if pool is not None:
-                try:
+            try:
+                if pool is not None:
                     pool.housekeeping()
-                except Exception:
-                    log.warning("housekeeping failed; retrying", exc_info=True)
+                if notifier is not None:
+                    notifier.adopt()
+            except Exception:
+                log.warning("housekeeping failed; retrying", exc_info=True)
     except RunbookBotError as e:
         say(f"error: {e}")
         return 2

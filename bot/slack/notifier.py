@@ -12,7 +12,9 @@ later event of the run (another replica, a worker) can update the same card.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +64,7 @@ class Notifier:
         self.client, self.service, self.approval_channel = client, service, approval_channel
         self.interval = interval
         self.mention = mentioner(service.directory)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._queue: queue.Queue[tuple[str, Any, Any] | None] = queue.Queue()
         self._live: dict[int, _Live] = {}
         self._thread = threading.Thread(target=self._loop, name="runbook-slack-notifier", daemon=True)
@@ -135,15 +138,41 @@ class Notifier:
         elif event in FINAL_EVENTS:
             self._finish(run, card)
 
+    def adopt(self) -> None:
+        """Post cards for pending runs requested elsewhere (the CLI, another process before it had Slack)."""
+        if not self.approval_channel:
+            return
+        for run in self.service.runs(states=[RunState.PENDING_APPROVAL], limit=50):
+            if not run.notify.get("card") and not run.notify.get("card_claim"):
+                self.on_run(run, "requested")
+
+    def _claim_card(self, run_id: int) -> Run | None:
+        """Exactly one process posts a run's card: the first to mark it in the row (under its lock)."""
+        with self.service.db.transaction() as conn:
+            current = repo.get_run(conn, run_id, for_update=True)
+            if current.notify.get("card") or current.notify.get("card_claim"):
+                return None
+            repo.set_notify(conn, run_id, {"card_claim": self.name})
+        return current
+
     def _post_card(self, run: Run) -> None:
         channel = self.approval_channel
         if not channel:
             log.warning("no approvals channel (operators file channels.approvals or SLACK_APPROVAL_CHANNEL): "
                         "run %s has no Slack card", run.id)
             return
+        claimed = self._claim_card(run.id)
+        if claimed is None:
+            return
+        run = claimed
         msg = blocks.approval_card(run, self._runbook(run), self.mention)
-        resp = self.client.chat_postMessage(channel=channel, text=msg.text, blocks=msg.blocks,
-                                            unfurl_links=False, unfurl_media=False)
+        try:
+            resp = self.client.chat_postMessage(channel=channel, text=msg.text, blocks=msg.blocks,
+                                                unfurl_links=False, unfurl_media=False)
+        except Exception:
+            with self.service.db.transaction() as conn:
+                repo.set_notify(conn, run.id, {"card_claim": None})  # let a later attempt (adopt) retry
+            raise
         ts, channel = str(resp["ts"]), str(resp.get("channel") or channel)
         self._live[run.id] = _Live(channel, ts)
         with self.service.db.transaction() as conn:

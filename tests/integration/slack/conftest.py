@@ -35,6 +35,7 @@ class Bot:
     database_url: str
     proc: subprocess.Popen[str]
     output: list[str]
+    env: dict[str, str]
 
     def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
@@ -130,7 +131,8 @@ def bot(tmp_path: Path, database_url: str) -> Iterator[Bot]:
                 url = line.split()[2]
             if proc.poll() is not None and lines.empty():
                 raise AssertionError("serve exited:\n" + "".join(output))
-        yield Bot(url, fake, SlackSender(url + "/slack/events", SIGNING_SECRET, fake), database_url, proc, output)
+        yield Bot(url, fake, SlackSender(url + "/slack/events", SIGNING_SECRET, fake), database_url, proc, output,
+                  env)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

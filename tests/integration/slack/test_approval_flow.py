@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from bot.app import build
+from bot.config import Settings
 from tests.integration.slack.conftest import Bot
 
 pytestmark = pytest.mark.slow
@@ -14,10 +16,11 @@ pytestmark = pytest.mark.slow
 
 def test_slash_command_to_final_message(bot: Bot) -> None:
     """A request posts a card; another operator's approval runs the playbook; progress and result land in the thread."""
-    run_id = bot.request("U0ALICE", "run greet target=web message=hi")
+    run_id = bot.request("U0ALICE", "run greet target=web message=hi pause=3")
     card = bot.card_for(run_id)
     assert "runbook_approve" in json.dumps(card["blocks"]) and "0 of 1 approvals" in json.dumps(card["blocks"])
-    assert bot.ephemerals_to("U0ALICE") or True  # the link to the card goes to the requester's channel
+    bot.slack.wait_for(lambda: [e for e in bot.ephemerals_to("U0ALICE") if "approval card in" in e],
+                       what="the link to the card in the requester's channel")
 
     reply, _ = bot.sender.click("U0BOB", "runbook_approve", run_id, message_ts=card_ts(bot, run_id))
     assert reply.status == 200
@@ -30,6 +33,9 @@ def test_slash_command_to_final_message(bot: Bot) -> None:
     updates = bot.slack.wait_for(lambda: [u for u in bot.updates_of(progress_ts)
                                           if "playbook finished" in str(u.get("text"))], what="final progress")
     assert "Say goodbye" in json.dumps(updates[-1]["blocks"])
+    # Throttled: apart from the final edit, progress edits of one message are at least ~1 s apart.
+    times = [c.at for c in bot.slack.of("chat.update") if c.args.get("ts") == progress_ts]
+    assert all(b - a >= 0.9 for a, b in zip(times[:-2], times[1:-1], strict=True))
     card_updates = bot.slack.wait_for(lambda: [u for u in bot.updates_of(ts) if "succeeded" in str(u.get("text"))],
                                       what="the card's final update")
     blocks = json.dumps(card_updates[-1]["blocks"])
@@ -160,3 +166,14 @@ def test_expired_request_card_says_expired(bot: Bot) -> None:
                                 what="the expired card")
     assert "Expired at" in json.dumps(update[-1]["blocks"]) and "runbook_approve" not in json.dumps(update[-1])
     assert bot.run_state(run_id) == "expired"
+
+
+def test_card_for_a_run_requested_outside_slack(bot: Bot) -> None:
+    """A run requested through the spine elsewhere (the CLI) gets its card posted by serve, exactly once."""
+    ctx = build(Settings.from_env(bot.env))
+    try:
+        run = ctx.service.request("greet", {"target": "cli"}, ctx.service.directory.operator("alice"), source="cli")
+    finally:
+        ctx.close()
+    bot.card_for(run.run.id)
+    assert len([c for c in bot.cards() if f"Run {run.run.id} " in str(c.get("text"))]) == 1
