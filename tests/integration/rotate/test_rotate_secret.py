@@ -356,3 +356,24 @@ def test_alternating_twice_flips_back_and_rerun_of_done_rotation_is_a_no_op(scen
     assert s.can_login(s.user, cur["password"])
     assert not s.can_login_flag(f"{s.user}_clone")
     assert s.secret("AWSPREVIOUS") == first[1]
+
+
+def test_rerun_after_interrupted_finish_resumes(scenario: Scenario) -> None:
+    """Interrupted between finish's two stage moves (AWSCURRENT moved, AWSPENDING left), a rerun completes it."""
+    s = scenario
+    s.setup_db()
+    s.create_secrets()
+    token = "tok-finish-0000000000000000000000001"
+    for step in ("create", "set", "test"):
+        args = {"step": step, "secret_id": s.secret_id, "kind": "postgres-role", "token": token,
+                "test_table": "orders"}
+        adhoc = s.adhoc(json.dumps(args))
+        assert adhoc.rc == 0, adhoc.output
+    old_version = next(v for v, st in s.stages().items() if "AWSCURRENT" in st)
+    s.sm.update_secret_version_stage(SecretId=s.secret_id, VersionStage="AWSCURRENT", MoveToVersionId=token,
+                                     RemoveFromVersionId=old_version)
+    assert sorted(s.stages()[token]) == ["AWSCURRENT", "AWSPENDING"]
+    run = s.run(s.extra(client_request_token=token))
+    assert run.rc == 0, run.output
+    assert s.stages() == {token: ["AWSCURRENT"], old_version: ["AWSPREVIOUS"]}
+    assert s.can_login(s.user, s.secret()["password"])
