@@ -270,3 +270,27 @@ def test_leftover_scratch_dir_of_an_earlier_drill_is_replaced(source: BackedUpCl
     assert run.rc == 0, run
     assert report_of(drill_dir)["result"] == "PASS"
     assert_nothing_left(run, drill_dir, v["drill_port"])
+
+
+def test_missing_wal_segment_before_a_time_target_fails_recovery(source: BackedUpCluster, drill_dir: Path) -> None:
+    """A WAL segment missing between the backup and a time target fails the drill with check=recovery."""
+    source.pg.psql("CREATE TABLE walgap_t(note text); INSERT INTO walgap_t VALUES ('a')")
+    gap = source.switch_wal()
+    source.pg.psql("INSERT INTO walgap_t VALUES ('b')")
+    target = source.pg.psql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'").strip()
+    source.pg.psql("SELECT pg_sleep(0.2); INSERT INTO walgap_t VALUES ('c')")
+    source.wait_archived(source.switch_wal())
+    segment = next(p for p in source.archive_files() if p.name.startswith(gap))
+    aside = drill_dir / segment.name
+    shutil.move(segment, aside)
+    try:
+        v = drill_vars(source, drill_dir, target=target)
+        run = run_drill(v)
+    finally:
+        shutil.move(aside, segment)
+    assert run.rc != 0, run
+    msg = run.failure_messages()
+    assert "check=recovery failed" in msg, run
+    assert "recovery ended before configured recovery target was reached" in msg, run  # PostgreSQL's own words
+    assert_nothing_left(run, drill_dir, v["drill_port"])
