@@ -58,7 +58,7 @@ class FakeSlack:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def do_POST(self) -> None:
@@ -206,8 +206,9 @@ class Reply:
 class SlackSender:
     """Sends what Slack sends to `/slack/events`: slash commands, block actions, view submissions, signed."""
 
-    def __init__(self, events_url: str, secret: str, fake: FakeSlack) -> None:
-        self.events_url, self.secret, self.fake = events_url, secret, fake
+    def __init__(self, events_url: str, secret: str, response_base: str) -> None:
+        """`response_base`: where response_url points (the fake Slack's base URL)."""
+        self.events_url, self.secret, self.response_base = events_url, secret, response_base
         self._n = itertools.count(1)
 
     def post(self, body: str, content_type: str, *, timestamp: int | None = None,
@@ -216,7 +217,8 @@ class SlackSender:
         headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts}
         if sign:
             headers["X-Slack-Signature"] = signature(secret or self.secret, ts, body)
-        req = urllib.request.Request(self.events_url, data=body.encode(), headers=headers, method="POST")
+        req = urllib.request.Request(self.events_url, data=body.encode(), headers=headers,  # noqa: S310
+                                     method="POST")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - a 127.0.0.1 test URL
                 return Reply(resp.status, resp.read().decode())
@@ -231,7 +233,7 @@ class SlackSender:
             "token": "legacy", "team_id": "T0FAKE", "team_domain": "fake", "channel_id": channel,
             "channel_name": channel_name, "user_id": user, "user_name": f"name-of-{user}",
             "command": "/runbook", "text": text, "api_app_id": "A0APP", "is_enterprise_install": "false",
-            "response_url": f"{self.fake.base}/response/{rid}", "trigger_id": f"trig.{rid}",
+            "response_url": f"{self.response_base}/response/{rid}", "trigger_id": f"trig.{rid}",
         }
         return urlencode(form), rid
 
@@ -249,7 +251,7 @@ class SlackSender:
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
             "channel": {"id": channel, "name": "approvals"},
             "message": {"type": "message", "ts": message_ts, "text": "card"},
-            "response_url": f"{self.fake.base}/response/{rid}",
+            "response_url": f"{self.response_base}/response/{rid}",
             "actions": [{"action_id": action_id, "block_id": f"decide-{run_id}", "type": "button",
                          "value": str(run_id), "action_ts": str(time.time())}],
         }

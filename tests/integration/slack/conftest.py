@@ -131,7 +131,7 @@ def bot(tmp_path: Path, database_url: str) -> Iterator[Bot]:
                 url = line.split()[2]
             if proc.poll() is not None and lines.empty():
                 raise AssertionError("serve exited:\n" + "".join(output))
-        yield Bot(url, fake, SlackSender(url + "/slack/events", SIGNING_SECRET, fake), database_url, proc, output,
+        yield Bot(url, fake, SlackSender(url + "/slack/events", SIGNING_SECRET, fake.base), database_url, proc, output,
                   env)
     finally:
         if proc.poll() is None:

@@ -187,7 +187,7 @@ def test_healthz_and_metrics(bot: Bot) -> None:
 
 def test_sender_is_the_wire_format(bot: Bot) -> None:
     """The url_verification handshake Slack sends when the Request URL is saved is answered with the challenge."""
-    sender = SlackSender(bot.sender.events_url, bot.sender.secret, bot.slack)
+    sender = SlackSender(bot.sender.events_url, bot.sender.secret, bot.slack.base)
     reply = sender.post(json.dumps({"type": "url_verification", "challenge": "c-123", "token": "t"}),
                         "application/json")
     assert reply.status == 200 and "c-123" in reply.body
