@@ -85,7 +85,28 @@ def main() -> int:
             print(f"  {threads} thread(s): plain INSERT {plain_rate:8.0f} ev/s | hash chain {chain_rate:8.0f} ev/s"
                   f" | chain/plain ratio {chain_rate / plain_rate:.2f}")
         best = max(r[2] for r in rows)
-        print(f"  goal >= 2,000 ev/s with the chain: {best:.0f} ev/s -> {verdict(best >= 2000)}")
+        batch = 20
+
+        def chain_batched() -> None:
+            for start in range(0, args.events, batch):
+                with db.transaction() as conn:
+                    for i in range(start, start + batch):
+                        audit.append(conn, actor="bench", action="queued", run_id=i, body=BODY)
+
+        def plain_batched() -> None:
+            for start in range(0, args.events, batch):
+                with db.transaction() as conn:
+                    for i in range(start, start + batch):
+                        conn.execute("INSERT INTO plain_events (at, run_id, actor, action, body)"
+                                     " VALUES (now(), %s, %s, %s, %s)", (i, "bench", "queued", Jsonb(BODY)))
+
+        pb = args.events / median([timed(plain_batched) for _ in range(2)])
+        cb = args.events / median([timed(chain_batched) for _ in range(2)])
+        print(f"  {batch} events per transaction: plain INSERT {pb:8.0f} ev/s | hash chain {cb:8.0f} ev/s"
+              f" | chain/plain ratio {cb / pb:.2f}")
+        print(f"  goal >= 2,000 ev/s with the chain: one event per commit {best:.0f} ev/s"
+              f" -> {verdict(best >= 2000)} (bounded by this disk's durable commit rate, like plain INSERTs);"
+              f" chain cost alone (shared commits) {cb:.0f} ev/s -> {verdict(cb >= 2000)}")
         ok = audit.verify(db)
         assert ok.ok, ok.reason
         db.close()
