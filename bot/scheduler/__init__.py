@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.domain.ids import OperatorName
 from bot.domain.policy import Operator
@@ -82,8 +82,22 @@ def check_staleness(ctx: Context) -> list[str]:
     return alerts
 
 
-def start(ctx: Context) -> Callable[[], None]:
-    """Start the BackgroundScheduler with one job per scheduled runbook; returns a stop function."""
+class SchedulerHandle:
+    """The running scheduler: call it (or `.stop()`) to stop; `.scheduler` for inspection."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+
+    def __call__(self) -> None:
+        self.stop()
+
+
+def start(ctx: Context) -> SchedulerHandle:
+    """Start the BackgroundScheduler with one job per scheduled runbook; returns a handle that stops it."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.cron import CronTrigger
 
@@ -105,7 +119,7 @@ def start(ctx: Context) -> Callable[[], None]:
     sched.add_job(check_staleness, "interval", args=[ctx], hours=6, id="drill-staleness",
                   next_run_time=datetime.now(UTC) + timedelta(seconds=5), replace_existing=True)
     sched.start()
-    return lambda: sched.shutdown(wait=False)
+    return SchedulerHandle(sched)
 
 
 def metrics(ctx: Context) -> list[str]:

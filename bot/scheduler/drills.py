@@ -148,18 +148,20 @@ def write_png(drills: list[Drill], path: Path) -> Path | None:
     return path
 
 
-def terminal_chart(drills: list[Drill], width: int = 70, height: int = 12) -> str:
-    values = [d.rto_seconds for d in reversed(drills) if d.rto_seconds is not None]
-    if len(values) < 2:
+def terminal_chart(drills: list[Drill], width: int = 40, last: int = 12) -> str:
+    """The RTO trend as horizontal bars, oldest first (no dependency: any terminal, any log)."""
+    points = [d for d in reversed(drills) if d.rto_seconds is not None][-last:]
+    if len(points) < 2:
         return ""
-    import plotext as plt
-
-    plt.clear_figure()
-    plt.plotsize(width, height)
-    plt.theme("clear")
-    plt.plot(list(range(1, len(values) + 1)), values, marker="dot")
-    plt.title("RTO per drill (s), oldest first")
-    return str(plt.build())
+    top = max(d.rto_seconds or 0.0 for d in points) or 1.0
+    eighths = " ▏▎▍▌▋▊▉█"
+    lines = ["RTO trend (oldest first)"]
+    for d in points:
+        cells = (d.rto_seconds or 0.0) / top * width
+        bar = "█" * int(cells) + (eighths[int((cells - int(cells)) * 8)] if cells < width else "")
+        when = f"{d.finished_at:%m-%d %H:%M}" if d.finished_at else "running"
+        lines.append(f"  {when}  {bar.ljust(width + 1)} {d.rto_seconds:7.1f}s {'pass' if d.passed else 'FAIL'}")
+    return "\n".join(lines)
 
 
 def drills_command(ctx: Context, *, as_json: bool, chart: str | None, out: TextIO) -> int:

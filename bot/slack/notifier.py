@@ -139,21 +139,39 @@ class Notifier:
             self._finish(run, card)
 
     def adopt(self) -> None:
-        """Post cards for pending runs requested elsewhere (the CLI, another process before it had Slack)."""
+        """Catch up with events other processes caused (the CLI, a separate worker, another replica).
+
+        Pending runs without a card get one; carded runs whose card does not show their state yet get the
+        update, and a started or finished run gets its progress message or result. Each of those is claimed
+        in the run row first, so whichever process gets there first posts it, once.
+        """
         if not self.approval_channel:
             return
-        for run in self.service.runs(states=[RunState.PENDING_APPROVAL], limit=50):
-            if not run.notify.get("card") and not run.notify.get("card_claim"):
+        for run in self.service.runs(limit=50):
+            notify = run.notify
+            if run.state is RunState.PENDING_APPROVAL and not notify.get("card") and not notify.get("card_claim"):
                 self.on_run(run, "requested")
+            elif not notify.get("card"):
+                continue
+            elif run.state is RunState.RUNNING and not notify.get("progress_claim"):
+                self.on_run(run, "started")
+            elif run.state.value in FINAL_EVENTS and not notify.get("result_claim"):
+                self.on_run(run, run.state.value)
+            elif run.state is not RunState.PENDING_APPROVAL and notify.get("shown") != run.state.value:
+                self.on_run(run, run.state.value)
 
-    def _claim_card(self, run_id: int) -> Run | None:
-        """Exactly one process posts a run's card: the first to mark it in the row (under its lock)."""
+    def _claim(self, run_id: int, key: str, *also: str) -> Run | None:
+        """Mark `key` in the run's notify under its row lock; None when it (or any of `also`) is already set."""
         with self.service.db.transaction() as conn:
             current = repo.get_run(conn, run_id, for_update=True)
-            if current.notify.get("card") or current.notify.get("card_claim"):
+            if any(current.notify.get(k) for k in (key, *also)):
                 return None
-            repo.set_notify(conn, run_id, {"card_claim": self.name})
+            repo.set_notify(conn, run_id, {key: self.name})
         return current
+
+    def _claim_card(self, run_id: int) -> Run | None:
+        """Exactly one process posts a run's card: the first to mark it in the row."""
+        return self._claim(run_id, "card_claim", "card")
 
     def _post_card(self, run: Run) -> None:
         channel = self.approval_channel
@@ -198,8 +216,13 @@ class Notifier:
     def _update_card(self, run: Run, card: tuple[str, str]) -> None:
         msg = blocks.approval_card(run, self._runbook(run), self.mention)
         self.client.chat_update(channel=card[0], ts=card[1], text=msg.text, blocks=msg.blocks)
+        if run.notify.get("shown") != run.state.value:
+            with self.service.db.transaction() as conn:
+                repo.set_notify(conn, run.id, {"shown": run.state.value})
 
     def _start_progress(self, run: Run, card: tuple[str, str]) -> None:
+        if self._claim(run.id, "progress_claim") is None:
+            return
         live = self._live.setdefault(run.id, _Live(*card))
         msg = blocks.progress_message(run.id, live.lines)
         resp = self.client.chat_postMessage(channel=card[0], thread_ts=card[1], text=msg.text, blocks=msg.blocks)
@@ -239,6 +262,8 @@ class Notifier:
         live.last_sent = time.monotonic()
 
     def _finish(self, run: Run, card: tuple[str, str]) -> None:
+        if self._claim(run.id, "result_claim") is None:
+            return
         live = self._live.pop(run.id, None)
         if live is not None and live.progress_ts:
             self._send_progress(run.id, live, running=False)
