@@ -129,18 +129,19 @@ def write_png(drills: list[Drill], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.dates import date2num
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
     xs = [float(date2num(p[0])) for p in points]  # type: ignore[no-untyped-call]
-    ax.xaxis_date()
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
     ys = [p[1] for p in points]
     ax.plot(xs, ys, color="#4062bb", linewidth=1.5)
     ax.scatter(xs, ys, c=["#2e8b57" if p[2] else "#c0392b" for p in points], zorder=3)
     ax.set_title("Restore drill RTO (green pass, red fail)")
     ax.set_ylabel("RTO (s)")
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
