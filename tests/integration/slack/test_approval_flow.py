@@ -169,12 +169,18 @@ def test_expired_request_card_says_expired(bot: Bot) -> None:
     assert bot.run_state(run_id) == "expired"
 
 
-def test_card_for_a_run_requested_outside_slack(bot: Bot) -> None:
-    """A run requested through the spine elsewhere (the CLI) gets its card posted by serve, exactly once."""
+def test_card_for_a_run_requested_and_denied_outside_slack(bot: Bot) -> None:
+    """A run requested and denied through the spine elsewhere (the CLI) gets its card, once, and its update."""
     ctx = build(Settings.from_env(bot.env))
     try:
-        run = ctx.service.request("greet", {"target": "cli"}, ctx.service.directory.operator("alice"), source="cli")
+        run_id = ctx.service.request("greet", {"target": "cli"}, ctx.service.directory.operator("alice"),
+                                     source="cli").run.id
+        bot.card_for(run_id)
+        ctx.service.deny(run_id, ctx.service.directory.operator("carol"), "not now")
     finally:
         ctx.close()
-    bot.card_for(run.run.id)
-    assert len([c for c in bot.cards() if f"Run {run.run.id} " in str(c.get("text"))]) == 1
+    ts = card_ts(bot, run_id)
+    update = bot.slack.wait_for(lambda: [u for u in bot.updates_of(ts) if "denied" in str(u.get("text"))],
+                                what="the denied card")
+    assert "Denied by <@U0CAROL>" in json.dumps(update[-1]["blocks"])
+    assert len([c for c in bot.cards() if f"Run {run_id} " in str(c.get("text"))]) == 1
