@@ -16,6 +16,7 @@ import pytest
 from bot.app import Context, build
 from bot.config import Settings
 from bot.domain.policy import Operator
+from bot.domain.runs import Run
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,42 @@ def ctx(spine_env: dict[str, str]) -> Iterator[Context]:
     context = build(Settings.from_env(spine_env))
     yield context
     context.close()
+
+
+@pytest.fixture
+def real_ctx(spine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[RealSpine]:
+    """The spine over the REAL catalog (runbooks/, playbooks/) with the test operators; `.build(**env)`
+    sets extra environment (passed through to playbooks) and builds the context."""
+    spine = RealSpine({**spine_env, "RUNBOOK_BOT_RUNBOOKS": str(ROOT / "runbooks"),
+                       "RUNBOOK_BOT_PLAYBOOKS": str(ROOT / "playbooks")}, monkeypatch)
+    yield spine
+    spine.close()
+
+
+class RealSpine:
+    def __init__(self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.env, self._mp, self._ctx = env, monkeypatch, None  # type: ignore[var-annotated]
+
+    def build(self, **extra: str) -> Context:
+        self.env.update(extra)
+        for k, v in self.env.items():
+            self._mp.setenv(k, v)
+        self._ctx = build(Settings.from_env(self.env))
+        return self._ctx
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            self._ctx.close()
+
+
+def drain(ctx: Context) -> list[Run]:
+    """Execute every queued run in this process (the worker's code path, without threads)."""
+    from bot.service import LocalTracker
+
+    done = []
+    while (run := ctx.service.execute_next("test", LocalTracker())) is not None:
+        done.append(run)
+    return done
 
 
 def op(ctx: Context, name: str) -> Operator:
