@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: one step of a pgBackRest restore drill (preflight, restore, start, verify, cleanup, report)."""
+"""Ansible module: one step of a pgBackRest restore drill (preflight, restore+start, verify, cleanup, report)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ description:
     O(os_user) with C(--archive-mode=off) (so the promoted copy never archives into the production repo) and
     C(--tablespace-map-all) into the scratch dir, then pins the copy to 127.0.0.1:O(drill_port), a unix
     socket in the scratch dir and a trust-on-the-private-socket-only pg_hba file.
-  - C(start) starts the copy with C(pg_ctl -w) and then waits until it has left recovery and a write
-    succeeds (C(pg_ctl -w) returns as soon as a hot standby accepts read-only connections).
+  - C(restore) then starts the copy with C(pg_ctl -w) and waits until it has left recovery and a write
+    succeeds (C(pg_ctl -w) returns as soon as a hot standby accepts read-only connections). Restore and
+    start are one module run so that no Ansible task switch lands inside the measured RTO.
   - C(verify) runs every check even when one fails (marker row, row counts, table checksums,
     C(pg_amcheck --heapallindexed --install-missing) on every database, WAL completeness for C(latest)),
     stops the copy, runs C(pg_checksums --check) when data checksums are enabled, then C(pgbackrest verify)
@@ -33,7 +34,7 @@ options:
     description: Which step to run.
     type: str
     required: true
-    choices: [preflight, restore, start, verify, cleanup, report]
+    choices: [preflight, restore, verify, cleanup, report]
   stanza:
     description: pgBackRest stanza to restore.
     type: str
@@ -553,7 +554,8 @@ class Drill:
             self.finish(changed=True)
         self.check("restore", True, f"backup {self.state['backup']['label']} restored", t0)
         self.configure()
-        self.finish(changed=True)
+        # start in the same module run: no Ansible task switch inside the measured RTO
+        self.start()
 
     def configure(self) -> None:
         """Pin the copy to the drill port, a private socket and our own pg_hba (trust on that socket only)."""
@@ -898,7 +900,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "step": {"type": "str", "required": True,
-                     "choices": ["preflight", "restore", "start", "verify", "cleanup", "report"]},
+                     "choices": ["preflight", "restore", "verify", "cleanup", "report"]},
             "stanza": {"type": "str", "required": True},
             "pgbackrest_config": {"type": "path"},
             "pg_bin_dir": {"type": "path", "default": "/usr/lib/postgresql/15/bin"},
