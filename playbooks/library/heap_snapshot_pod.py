@@ -11,6 +11,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.heap_snapshot_node import (
+    APPEAR_SECONDS,
     HEAP_SNAPSHOT_RE,
     looks_complete,
     parse_environ,
@@ -384,19 +385,26 @@ def capture(module, ex: Exec, info: dict) -> dict:
     ex.check(["sh", "-c", "kill -USR2 1"], "sending SIGUSR2 to PID 1")
     deadline = started + module.params["timeout"]
     interval, needed = module.params["poll_interval"], module.params["stable_polls"]
-    path, last, stable = None, -1, 0
+    appear_by = started + min(APPEAR_SECONDS, module.params["timeout"])
+    path, last, stable, changed_at = None, -1, 0, started
     while time.monotonic() < deadline:
         time.sleep(interval)
         if path is None:
             new = sorted(_snapshots(ex, ddir) - before)
             if new:
                 path = posixpath.join(ddir, new[-1])
+            elif time.monotonic() > appear_by:
+                raise Fail(f"no heap snapshot file appeared in {ddir} within {APPEAR_SECONDS} s of SIGUSR2: "
+                           "can the process write there (read-only root filesystem? mount an emptyDir)?")
             continue
         size = int(ex.check(["stat", "-c", "%s", path], f"measuring {path}").strip())
+        if size != last:
+            changed_at = time.monotonic()
         stable = stable + 1 if size == last and size > 0 else 0
         last = size
         if stable >= needed and looks_complete(ex.check(["tail", "-c", "64", path], f"reading {path}")):
-            seconds = round(time.monotonic() - started, 3)
+            # signal until the file stopped growing: about how long the process was frozen
+            seconds = round(changed_at - started, 3)
             local = os.path.join(module.params["dest"], posixpath.basename(path))
             with open(local, "wb") as f:
                 rc, _, err = ex.run(["cat", path], out=f, timeout=module.params["timeout"])

@@ -10,6 +10,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.heap_snapshot_node import (
+    APPEAR_SECONDS,
     HEAP_SNAPSHOT_RE,
     looks_complete,
     parse_environ,
@@ -118,7 +119,7 @@ size:
   returned: state=captured and not check mode
   type: int
 seconds:
-  description: Seconds from the signal until the file was complete.
+  description: Seconds from the signal until the file stopped growing (about how long the process was frozen).
   returned: captured
   type: float
 """
@@ -259,8 +260,11 @@ def capture(module: AnsibleModule, info: dict) -> dict:
     except OSError as e:
         module.fail_json(msg=f"cannot signal pid {pid}: {e}", **info)
     deadline = started + module.params["timeout"]
+    # Node creates the (empty) file as soon as it gets the signal, then builds and writes the snapshot:
+    # no file within APPEAR_SECONDS means it is not coming (directory not writable by the process?).
+    appear_by = started + min(APPEAR_SECONDS, module.params["timeout"])
     interval, needed = module.params["poll_interval"], module.params["stable_polls"]
-    path, last, stable = None, -1, 0
+    path, last, stable, changed_at = None, -1, 0, started
     while time.monotonic() < deadline:
         time.sleep(interval)
         if path is None:
@@ -271,13 +275,19 @@ def capture(module: AnsibleModule, info: dict) -> dict:
         if path is None:
             if not os.path.isdir(f"/proc/{pid}"):
                 module.fail_json(msg=f"pid {pid} exited before writing a heap snapshot (OOM?)", **info)
+            if time.monotonic() > appear_by:
+                module.fail_json(msg=f"no heap snapshot file appeared in {ddir} within {APPEAR_SECONDS} s of "
+                                 "SIGUSR2: can the process write there?", **info)
             continue
         size = os.path.getsize(path)
+        if size != last:
+            changed_at = time.monotonic()
         stable = stable + 1 if size == last and size > 0 else 0
         grew, last = size != last, size
         if stable >= needed and looks_complete(_tail(path)):
+            # seconds = signal until the file stopped growing: about how long the process was frozen.
             return {"path": path, "name": os.path.basename(path), "size": size,
-                    "seconds": round(time.monotonic() - started, 3)}
+                    "seconds": round(changed_at - started, 3)}
         if not grew and not os.path.isdir(f"/proc/{pid}"):
             module.fail_json(msg=f"pid {pid} exited while writing {path}; the file is incomplete", path=path)
     module.fail_json(

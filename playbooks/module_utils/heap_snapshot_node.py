@@ -16,6 +16,8 @@ import re
 import shlex
 
 SIGNAL = "SIGUSR2"
+# Node creates the snapshot file (empty) right after the signal, before it builds the snapshot.
+APPEAR_SECONDS = 60
 
 # Node options that take their value as the next argv element (so that value is not the script).
 _VALUE_OPTIONS = {

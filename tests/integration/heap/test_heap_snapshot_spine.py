@@ -22,8 +22,11 @@ def env(spine_env: dict[str, str], s3, tmp_path: Path) -> dict[str, str]:
     catalog = tmp_path / "runbooks"
     catalog.mkdir()
     shutil.copy(ROOT / "runbooks" / "heap-snapshot.md", catalog / "heap-snapshot.md")
-    return {**spine_env, **s3.env, "RUNBOOK_BOT_RUNBOOKS": str(catalog),
-            "RUNBOOK_BOT_PLAYBOOKS": str(ROOT / "playbooks")}
+    # A private copy of playbooks/: the plan hash covers all of playbooks/library, which other work in
+    # the same tree may change between the request and the worker (the spine then rightly refuses).
+    playbooks = tmp_path / "playbooks"
+    shutil.copytree(ROOT / "playbooks", playbooks, ignore=shutil.ignore_patterns("__pycache__"))
+    return {**spine_env, **s3.env, "RUNBOOK_BOT_RUNBOOKS": str(catalog), "RUNBOOK_BOT_PLAYBOOKS": str(playbooks)}
 
 
 def test_host_snapshot_through_the_cli(env: dict[str, str], start_node, s3) -> None:
