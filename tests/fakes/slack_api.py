@@ -50,6 +50,7 @@ class FakeSlack:
         self.uploads: dict[str, bytes] = {}
         self.usergroups: dict[str, list[str]] = {}
         self.no_user_groups = False  # True: usergroups.* answer paid_teams_only (a free workspace)
+        self.socket_url: str | None = None  # apps.connections.open hands this out (FakeSocketMode.url)
         self._lock = threading.Lock()
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -125,6 +126,10 @@ class FakeSlack:
         if method == "auth.test":
             return {"ok": True, "url": "https://fake.slack.test/", "team": "Fake", "user": "runbook-bot",
                     "team_id": "T0FAKE", "user_id": "U0BOT", "bot_id": "B0BOT", "is_enterprise_install": False}
+        if method == "apps.connections.open":
+            if self.socket_url is None:
+                return {"ok": False, "error": "socket_mode_not_enabled"}
+            return {"ok": True, "url": self.socket_url}
         if method == "chat.postMessage":
             ts = f"1700000000.{next(self._ts):06d}"
             return {"ok": True, "channel": args.get("channel"), "ts": ts,
@@ -182,6 +187,91 @@ class FakeSlack:
             time.sleep(0.05)
 
 
+class FakeSocketMode:
+    """Slack's Socket Mode WebSocket (aiohttp, 127.0.0.1): sends `hello`, then the envelopes a test pushes,
+    and records the acks (`{"envelope_id": ...}`) the app sends back."""
+
+    def __init__(self) -> None:
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.connected = threading.Event()
+        self._loop: Any = None
+        self._ws: Any = None
+        self._runner: Any = None
+        self.url = ""
+        self._lock = threading.Lock()
+
+    def start(self) -> FakeSocketMode:
+        import asyncio
+
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._serve())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("fake Socket Mode server did not start")
+        return self
+
+    async def _serve(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/link", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"ws://127.0.0.1:{port}/link"
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._ws = ws
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "connection_info": {"app_id": "A0APP"}, "debug_info": {"host": "fake"}})
+        self.connected.set()
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                if "envelope_id" in data:
+                    with self._lock:
+                        self.acks[data["envelope_id"]] = data
+        return ws
+
+    def send(self, envelope_type: str, payload: dict[str, Any]) -> str:
+        """Push one envelope to the connected app; returns its envelope id."""
+        import asyncio
+        import uuid
+
+        if not self.connected.wait(30):
+            raise AssertionError("the app never connected over Socket Mode")
+        envelope_id = str(uuid.uuid4())
+        envelope = {"envelope_id": envelope_id, "type": envelope_type, "payload": payload,
+                    "accepts_response_payload": envelope_type != "events_api"}
+        asyncio.run_coroutine_threadsafe(self._ws.send_json(envelope), self._loop).result(10)
+        return envelope_id
+
+    def ack(self, envelope_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.acks.get(envelope_id)
+
+    def stop(self) -> None:
+        import asyncio
+
+        if self._loop is None:
+            return
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
 @contextmanager
 def running_fake_slack() -> Iterator[FakeSlack]:
     fake = FakeSlack().start()
@@ -225,9 +315,9 @@ class SlackSender:
         except urllib.error.HTTPError as e:
             return Reply(e.code, e.read().decode())
 
-    def command_body(self, user: str, text: str, *, channel: str = "C0OPS",
-                     channel_name: str = "ops") -> tuple[str, str]:
-        """(form body, response_url id) of a `/runbook` slash command."""
+    def command_payload(self, user: str, text: str, *, channel: str = "C0OPS",
+                        channel_name: str = "ops") -> tuple[dict[str, str], str]:
+        """(fields, response_url id) of a `/runbook` slash command."""
         rid = f"r{next(self._n)}"
         form = {
             "token": "legacy", "team_id": "T0FAKE", "team_domain": "fake", "channel_id": channel,
@@ -235,14 +325,20 @@ class SlackSender:
             "command": "/runbook", "text": text, "api_app_id": "A0APP", "is_enterprise_install": "false",
             "response_url": f"{self.response_base}/response/{rid}", "trigger_id": f"trig.{rid}",
         }
+        return form, rid
+
+    def command_body(self, user: str, text: str, **kw: Any) -> tuple[str, str]:
+        """(form body, response_url id) of a `/runbook` slash command."""
+        form, rid = self.command_payload(user, text, **kw)
         return urlencode(form), rid
 
     def command(self, user: str, text: str, **kw: Any) -> tuple[Reply, str]:
         body, rid = self.command_body(user, text, **kw)
         return self.post(body, "application/x-www-form-urlencoded"), rid
 
-    def click(self, user: str, action_id: str, run_id: int, *, channel: str = "C0APPROVALS",
-              message_ts: str = "1700000000.000001") -> tuple[Reply, str]:
+    def click_payload(self, user: str, action_id: str, run_id: int, *, channel: str = "C0APPROVALS",
+                      message_ts: str = "1700000000.000001") -> tuple[dict[str, Any], str]:
+        """(block_actions payload, response_url id) of a click on the approval card."""
         rid = f"r{next(self._n)}"
         payload = {
             "type": "block_actions", "team": {"id": "T0FAKE", "domain": "fake"},
@@ -255,6 +351,10 @@ class SlackSender:
             "actions": [{"action_id": action_id, "block_id": f"decide-{run_id}", "type": "button",
                          "value": str(run_id), "action_ts": str(time.time())}],
         }
+        return payload, rid
+
+    def click(self, user: str, action_id: str, run_id: int, **kw: Any) -> tuple[Reply, str]:
+        payload, rid = self.click_payload(user, action_id, run_id, **kw)
         return self.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"), rid
 
     def submit_view(self, user: str, view: dict[str, Any], values: dict[str, Any]) -> Reply:

@@ -92,11 +92,8 @@ def _reader(stream: Any, sink: list[str], lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
-@pytest.fixture
-def bot(tmp_path: Path, database_url: str) -> Iterator[Bot]:
-    """`runbook-bot serve --http 0` on 127.0.0.1 with two workers, Slack pointed at a fake Web API."""
-    fake = FakeSlack().start()
-    fake.usergroups["S0SRE"] = ["U0EVE"]
+def launch(tmp_path: Path, database_url: str, fake: FakeSlack, extra_env: dict[str, str] | None = None) -> Bot:
+    """Start `runbook-bot serve --http 0` on 127.0.0.1 with two workers, Slack pointed at `fake`."""
     env = {
         **os.environ,
         "RUNBOOK_BOT_HOME": str(tmp_path / "home"),
@@ -115,6 +112,7 @@ def bot(tmp_path: Path, database_url: str) -> Iterator[Bot]:
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
     }
     env.pop("SLACK_APP_TOKEN", None)
+    env.update(extra_env or {})
     proc = subprocess.Popen(["runbook-bot", "serve", "--http", "0", "--no-scheduler"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
@@ -131,14 +129,35 @@ def bot(tmp_path: Path, database_url: str) -> Iterator[Bot]:
                 url = line.split()[2]
             if proc.poll() is not None and lines.empty():
                 raise AssertionError("serve exited:\n" + "".join(output))
-        yield Bot(url, fake, SlackSender(url + "/slack/events", SIGNING_SECRET, fake.base), database_url, proc, output,
-                  env)
+    except BaseException:
+        stop(proc)
+        raise
+    return Bot(url, fake, SlackSender(url + "/slack/events", SIGNING_SECRET, fake.base), database_url, proc, output,
+               env)
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM (a graceful stop), then the exit status; killed after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+@pytest.fixture
+def bot(tmp_path: Path, database_url: str) -> Iterator[Bot]:
+    """`runbook-bot serve --http 0` in HTTP mode, Slack pointed at a fake Web API."""
+    fake = FakeSlack().start()
+    fake.usergroups["S0SRE"] = ["U0EVE"]
+    try:
+        running = launch(tmp_path, database_url, fake)
+        try:
+            yield running
+        finally:
+            stop(running.proc)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         fake.stop()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fakes.slack_api import SlackSender
-from tests.integration.slack.conftest import Bot
+from tests.integration.slack.conftest import Bot, stop
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +191,9 @@ def test_sender_is_the_wire_format(bot: Bot) -> None:
     reply = sender.post(json.dumps({"type": "url_verification", "challenge": "c-123", "token": "t"}),
                         "application/json")
     assert reply.status == 200 and "c-123" in reply.body
+
+
+def test_sigterm_stops_serve_gracefully(bot: Bot) -> None:
+    """SIGTERM stops serve with exit status 0 after it stopped taking requests and stopped its workers."""
+    assert stop(bot.proc) == 0
+    bot.slack.wait_for(lambda: any(line.strip() == "stopped" for line in bot.output), what="the last line")
