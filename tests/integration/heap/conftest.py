@@ -119,7 +119,8 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProc]]:
     """Start real node processes running APP_JS; every one is killed on teardown."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(*, flag: bool = True, via_env: bool = False, name: str = "app") -> NodeProc:
+    def start(*, flag: bool = True, via_env: bool = False, name: str = "app",
+              extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> NodeProc:
         work = tmp_path / name
         diag = work / "diag"
         diag.mkdir(parents=True)
@@ -128,7 +129,8 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProc]]:
         count = work / "sigusr2.count"
         options = ["--heapsnapshot-signal=SIGUSR2", f"--diagnostic-dir={diag}"] if flag else []
         env = {k: v for k, v in os.environ.items() if k != "NODE_OPTIONS"}
-        argv = [NODE, str(script), str(count)]
+        env.update(extra_env or {})
+        argv = [NODE, str(script), str(count), *extra_args]
         if via_env:
             env["NODE_OPTIONS"] = " ".join(options)
         else:

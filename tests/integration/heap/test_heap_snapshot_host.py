@@ -156,3 +156,12 @@ def test_failed_upload_keeps_the_snapshot_on_the_host_and_says_where(start_node,
     assert run.rc != 0
     (left,) = node.snapshots()
     assert any(str(left) in line and "not uploaded" in line for line in run.stats["summary"]), run.stats
+
+
+def test_secrets_in_the_process_environment_and_arguments_never_reach_the_output(start_node, run_playbook, s3):
+    """Only NODE_OPTIONS and the script name leave the host: a secret in the env or argv appears nowhere."""
+    canary = "canary-7d1e0b52c4"
+    node = start_node(extra_env={"DB_PASSWORD": canary}, extra_args=(f"--token={canary}",))
+    run = run_playbook({"pid": node.pid, "s3_bucket": s3.bucket, "poll_interval": 0.2}, env=s3.env)
+    assert run.rc == 0, run.failures or run.stderr
+    assert canary not in run.stdout and canary not in run.stderr
