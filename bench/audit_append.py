@@ -38,8 +38,8 @@ def append_plain(db: Database, n: int, threads: int) -> None:
     def work(k: int) -> None:
         for i in range(n // threads):
             with db.transaction() as conn:
-                conn.execute("INSERT INTO plain_events (at, run_id, actor, action, body) VALUES (now(), %s, %s, %s, %s)",
-                             (k * n + i, "bench", "queued", Jsonb(BODY)))
+                conn.execute("INSERT INTO plain_events (at, run_id, actor, action, body)"
+                             " VALUES (now(), %s, %s, %s, %s)", (k * n + i, "bench", "queued", Jsonb(BODY)))
 
     ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
     for t in ts:

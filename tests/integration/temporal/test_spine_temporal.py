@@ -18,9 +18,9 @@ def test_reset_through_the_spine(temporal_server: TemporalServer, worker: Tempor
     """An SRE requests the reset, the approver sees the stuck workflow in the plan, the worker resets it."""
     ctx = real_ctx.build(TEMPORAL_ADDRESS=temporal_server.address)
     stuck, stuck_run, healthy, healthy_run = stuck_and_healthy(temporal_server, worker)
-    res = ctx.service.request("reset-stuck-workflows", {
-        "task_queue": worker.task_queue, "min_activity_attempts": "2", "reason": "INC-7 gateway outage; reset (per runbook)",
-    }, op(ctx, "alice"), reason="INC-7")
+    params = {"task_queue": worker.task_queue, "min_activity_attempts": "2",
+              "reason": "INC-7 gateway outage; reset (per runbook)"}
+    res = ctx.service.request("reset-stuck-workflows", params, op(ctx, "alice"), reason="INC-7")
     assert res.run.lock_key == "temporal/default"
     assert any(stuck in line for line in res.plan.check_output or []), res.plan.check_output
     assert not any(healthy in line for line in res.plan.check_output or [])
