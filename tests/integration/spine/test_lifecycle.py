@@ -19,18 +19,13 @@ from bot.errors import (
     UnknownOperator,
     UnknownRunbook,
 )
-from bot.service import LocalTracker
 from bot.storage import audit
-from tests.integration.conftest import op, ran
+from tests.integration.conftest import drain, op, ran
 
 pytestmark = pytest.mark.slow
 
 INERT = ["; rm -rf /", "$(id)", "`id`", "{{ lookup('pipe','id') }}", "{% raw %}x", "a' OR '1'='1", "${HOME}"]
 
-
-def _drain(ctx: Context) -> None:
-    while ctx.service.execute_next("test", LocalTracker()) is not None:
-        pass
 
 
 def _audit_count(ctx: Context) -> int:
@@ -46,8 +41,8 @@ def test_approved_run_executes_once_and_records_result(ctx: Context, spine_env: 
     assert res.run.state is RunState.PENDING_APPROVAL
     run = ctx.service.approve(res.run.id, op(ctx, "bob"))
     assert run.state is RunState.QUEUED
-    _drain(ctx)
-    _drain(ctx)
+    drain(ctx)
+    drain(ctx)
     done = ctx.service.get(res.run.id)
     assert done.state is RunState.SUCCEEDED
     assert done.result["echo"] == "hi"
@@ -63,7 +58,7 @@ def test_hostile_values_reach_the_playbook_as_inert_data(ctx: Context, value: st
     """Shell and Jinja syntax in a parameter is passed through unchanged and never evaluated."""
     res = ctx.service.request("selfok", {"target": "x", "message": value}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "alice"))
-    _drain(ctx)
+    drain(ctx)
     done = ctx.service.get(res.run.id)
     assert done.state is RunState.SUCCEEDED, done.error
     assert done.result["echo"] == value
@@ -155,7 +150,7 @@ def test_deny_ends_the_request_and_it_never_runs(ctx: Context, spine_env: dict[s
     res = ctx.service.request("quorum", {"target": "a"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))
     assert ctx.service.deny(res.run.id, op(ctx, "carol"), "not now").state is RunState.DENIED
-    _drain(ctx)
+    drain(ctx)
     assert ran(spine_env) == []
 
 
@@ -168,7 +163,7 @@ def test_expired_request_cannot_be_approved(ctx: Context, spine_env: dict[str, s
     with pytest.raises(RequestExpired, match="expired"):
         ctx.service.approve(res.run.id, op(ctx, "bob"))
     assert ctx.service.get(res.run.id).state is RunState.EXPIRED
-    _drain(ctx)
+    drain(ctx)
     assert ran(spine_env) == []
 
 
@@ -213,7 +208,7 @@ def test_plan_change_after_approval_refuses_the_run(ctx: Context, spine_env: dic
     assert res.plan.check_output == ["target old -> new"]
     ctx.service.approve(res.run.id, op(ctx, "bob"))
     Path(spine_env["SPINE_TEST_TARGET"]).write_text("changed-behind-our-back\n")
-    _drain(ctx)
+    drain(ctx)
     done = ctx.service.get(res.run.id)
     assert done.state is RunState.FAILED
     assert done.error is not None and "plan changed since approval (check-mode output" in done.error
@@ -226,7 +221,7 @@ def test_unchanged_plan_runs(ctx: Context, spine_env: dict[str, str]) -> None:
 
     res = ctx.service.request("planned", {"value": "new"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))
-    _drain(ctx)
+    drain(ctx)
     assert ctx.service.get(res.run.id).state is RunState.SUCCEEDED
     assert Path(spine_env["SPINE_TEST_TARGET"]).read_text() == "new\n"
 
@@ -234,7 +229,7 @@ def test_unchanged_plan_runs(ctx: Context, spine_env: dict[str, str]) -> None:
 def test_job_timeout_gives_timed_out(ctx: Context) -> None:
     """A playbook running past the runbook's timeout is stopped and recorded as timed_out."""
     res = ctx.service.request("hasty", {"seconds": "60"}, op(ctx, "alice"))
-    _drain(ctx)
+    drain(ctx)
     done = ctx.service.get(res.run.id)
     assert done.state is RunState.TIMED_OUT
     assert done.duration_seconds is not None and done.duration_seconds < 50

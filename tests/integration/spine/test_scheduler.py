@@ -14,16 +14,11 @@ from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.scheduler import check_staleness, fire_scheduled, latest_fire_time, metrics, start
 from bot.scheduler.drills import drill_history
-from bot.service import LocalTracker
-from tests.integration.conftest import cli, op
+from tests.integration.conftest import cli, drain, op
 
 pytestmark = pytest.mark.slow
 FIRE = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
 
-
-def _drain(ctx: Context) -> None:
-    while ctx.service.execute_next("test", LocalTracker()) is not None:
-        pass
 
 
 def test_two_replicas_firing_together_start_one_run(ctx: Context, spine_env: dict[str, str]) -> None:
@@ -83,7 +78,7 @@ def test_drill_history_staleness_and_charts(ctx: Context, spine_env: dict[str, s
     for rto, verdict in (("12.5", "PASS"), ("14.0", "FAIL"), ("11.2", "PASS")):
         res = ctx.service.request("nightly", {"rto": rto, "verdict": verdict}, op(ctx, "alice"))
         ctx.service.approve(res.run.id, op(ctx, "bob"))
-        _drain(ctx)
+        drain(ctx)
     drills = drill_history(ctx)
     assert [(d.rto_seconds, d.passed) for d in drills] == [(11.2, True), (14.0, False), (12.5, True)]
     assert drills[0].backup == "20261124-040000F"
