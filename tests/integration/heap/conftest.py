@@ -173,11 +173,12 @@ class PlaybookRun:
 def run_playbook(tmp_path: Path) -> Callable[..., PlaybookRun]:
     """Run playbooks/heap_snapshot.yml for real with ansible-playbook and the JSON stdout callback."""
 
-    def run(extra_vars: dict[str, Any], *, env: dict[str, str] | None = None, check: bool = False) -> PlaybookRun:
+    def run(extra_vars: dict[str, Any], *, env: dict[str, str] | None = None, check: bool = False,
+            inventory: Path | None = None) -> PlaybookRun:
         vars_file = tmp_path / "extra_vars.json"
         vars_file.write_text(json.dumps(extra_vars))
-        argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(REPO / "inventory" / "local"),
-                str(PLAYBOOK), "-e", f"@{vars_file}"]
+        argv = [str(Path(sys.executable).with_name("ansible-playbook")),
+                "-i", str(inventory or REPO / "inventory" / "local"), str(PLAYBOOK), "-e", f"@{vars_file}"]
         if check:
             argv.append("--check")
         full_env = dict(os.environ)

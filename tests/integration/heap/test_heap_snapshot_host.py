@@ -165,3 +165,20 @@ def test_secrets_in_the_process_environment_and_arguments_never_reach_the_output
     run = run_playbook({"pid": node.pid, "s3_bucket": s3.bucket, "poll_interval": 0.2}, env=s3.env)
     assert run.rc == 0, run.failures or run.stderr
     assert canary not in run.stdout and canary not in run.stderr
+
+
+def test_target_names_an_inventory_host_other_than_localhost(start_node, run_playbook, s3, tmp_path):
+    """target=host/web-1 runs the process tasks on inventory host web-1 (here reached with a local connection)."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    localhost: {ansible_connection: local, ansible_python_interpreter: "
+        "'{{ ansible_playbook_python }}'}\n    web-1: {ansible_connection: local, ansible_python_interpreter: "
+        "'{{ ansible_playbook_python }}'}\n"
+    )
+    node = start_node()
+    run = run_playbook({"target": "host/web-1", "pid": node.pid, "s3_bucket": s3.bucket, "poll_interval": 0.2},
+                       env=s3.env, inventory=inventory)
+    assert run.rc == 0, run.failures or run.stderr
+    assert run.stats["result"]["key"].startswith("heap-snapshots/host/web-1/Heap.")
+    assert run.stats["result"]["source"] == f"pid {node.pid} (node server.js) on web-1"
+    assert node.snapshots() == []
