@@ -78,6 +78,14 @@ class Bot:
         return self.slack.wait_for(lambda: needle in self.responses(rid) and self.responses(rid),  # type: ignore[no-any-return]
                                    what=f"a response containing {needle!r}")
 
+    def answer(self, user: str, text: str, needle: str, **kw: Any) -> str:
+        """The answer to a slash command: in the HTTP response (the ack) or, when slower, via response_url."""
+        reply, rid = self.sender.command(user, text, **kw)
+        assert reply.status == 200
+        if reply.body and needle in reply.body:
+            return reply.body
+        return self.wait_response(rid, needle)
+
     def request(self, user: str, text: str) -> int:
         """`/runbook run ...` and the id of the run it created."""
         reply, rid = self.sender.command(user, text)

@@ -116,16 +116,13 @@ def test_long_output_is_uploaded_as_a_file(bot: Bot) -> None:
 
 def test_list_shows_only_requestable_runbooks(bot: Bot) -> None:
     """`/runbook list` answers ephemerally with the runbooks the user may request."""
-    reply, rid = bot.sender.command("U0DAVE", "list")
-    assert reply.status == 200
-    text = bot.wait_response(rid, "Runbooks you may request")
-    assert "`greet`" in text and '"response_type": "ephemeral"' in text
+    text = bot.answer("U0DAVE", "list", "Runbooks you may request")
+    assert "`greet`" in text and '"response_type": "ephemeral"' in text.replace('":"', '": "')
 
 
 def test_help_shows_the_guide_escaped(bot: Bot) -> None:
     """`/runbook help NAME` shows the guide's symptoms and what it does, with user text escaped."""
-    _, rid = bot.sender.command("U0ALICE", "help greet")
-    text = bot.wait_response(rid, "Symptoms")
+    text = bot.answer("U0ALICE", "help greet", "Symptoms")
     assert "Nobody has said hello" in text and "What this does" in text
     assert "&lt;slowly&gt; &amp; loudly" in text  # plain_text fields (the header) are shown literally by Slack
 
@@ -153,14 +150,14 @@ def test_errors_answer_in_one_line(bot: Bot) -> None:
 
 def test_unknown_user_is_told_how_to_get_access(bot: Bot) -> None:
     """A Slack user missing from the operators file gets an explanation naming their user id."""
-    _, rid = bot.sender.command("U0NOBODY", "list")
-    assert "U0NOBODY" in bot.wait_response(rid, "operators file")
+    assert "U0NOBODY" in bot.answer("U0NOBODY", "list", "operators file")
 
 
 def test_commands_restricted_to_command_channels(bot: Bot) -> None:
     """With command_channels set, /runbook elsewhere is refused and creates nothing."""
-    _, rid = bot.sender.command("U0ALICE", "run greet target=elsewhere", channel="C0RANDOM", channel_name="random")
-    assert "not enabled in this channel" in bot.wait_response(rid, "not enabled")
+    text = bot.answer("U0ALICE", "run greet target=elsewhere", "not enabled", channel="C0RANDOM",
+                      channel_name="random")
+    assert "not enabled in this channel" in text
     assert bot.query("SELECT count(*) AS n FROM runs")[0]["n"] == 0
 
 

@@ -1,8 +1,10 @@
 """`/runbook list | help NAME | run NAME k=v ... | status ID | cancel ID | history`.
 
-ack() first (Slack wants an answer within 3 seconds); everything else runs on the Slack executor and
-answers through respond() (ephemeral: only the user sees it). Requesting a run computes the plan in
-check mode, which takes seconds.
+Slack wants an answer within 3 seconds. Answers computed from memory alone (help, usage, list when the
+request policy needs no Slack API call, refusals of unknown users and other channels) go out in the ack
+itself. Everything else is acked at once and runs on the Slack executor, never on Bolt's listener
+threads, answering through respond(): the database, and requesting a run, which computes the plan in
+check mode (seconds). All answers are ephemeral: only the user sees them.
 """
 
 from __future__ import annotations
@@ -29,10 +31,48 @@ USAGE = ("Usage: `/runbook list` · `/runbook help NAME` · `/runbook run NAME k
 
 def make(deps: Deps) -> Callable[..., None]:
     def handle(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        quick = quick_answer(deps, command)
+        if quick is not None:
+            ack(text=quick.text, blocks=quick.blocks, response_type="ephemeral")
+            return
         ack()
         deps.submit(answer, deps, command, respond, client)
 
     return handle
+
+
+def _needs_slack_api(deps: Deps) -> bool:
+    """Does deciding who may request anything involve a Slack user group (a Web API call)?"""
+    groups = deps.service.directory.groups
+    for rb in deps.service.catalog:
+        for principal in rb.approval.requesters:
+            if principal.startswith("group:") and any(
+                    m.startswith("slack-group:") for m in groups.get(principal[len("group:"):], ())):
+                return True
+    return False
+
+
+def quick_answer(deps: Deps, command: dict[str, Any]) -> blocks.Message | None:
+    """The answer when it needs neither the database nor Slack's API; None to answer later."""
+    try:
+        user_id = str(command.get("user_id", ""))
+        op = deps.operator(user_id)
+        if op is None:
+            return blocks.text_reply(unknown_user_text(user_id))
+        if not deps.command_channel_allowed(str(command.get("channel_id", "")), str(command.get("channel_name", ""))):
+            allowed = ", ".join(deps.service.directory.command_channels)
+            return blocks.text_reply(f"/runbook is not enabled in this channel; use one of: {allowed}")
+        words = _split(str(command.get("text", "")))
+        verb = words[0].lower() if words else "help"
+        if verb == "help" or verb not in ("list", "status", "cancel", "history", "run"):
+            return dispatch(deps, op, words, command, None)
+        if verb == "list" and not _needs_slack_api(deps):
+            return blocks.list_reply(deps.service.requestable(op))
+    except RunbookBotError as e:
+        return blocks.text_reply(str(e))
+    except Exception:
+        log.exception("/runbook quick answer failed; answering later")
+    return None
 
 
 def _reply(respond: Respond, msg: blocks.Message) -> None:
@@ -77,7 +117,7 @@ def _run_id(words: list[str], verb: str) -> int:
 
 
 def dispatch(deps: Deps, op: Operator, words: list[str], command: dict[str, Any],
-             client: WebClient) -> blocks.Message | None:
+             client: WebClient | None) -> blocks.Message | None:
     service = deps.service
     verb = words[0].lower() if words else "help"
     if verb == "list":
@@ -117,10 +157,10 @@ def _missing(rb: Runbook, raw: dict[str, str]) -> list[str]:
 
 
 def _run(deps: Deps, op: Operator, name: str, words: list[str], command: dict[str, Any],
-         client: WebClient) -> blocks.Message | None:
+         client: WebClient | None) -> blocks.Message | None:
     rb = deps.service.runbook(name)
     raw = parse_pairs(words)
-    if _missing(rb, raw):
+    if _missing(rb, raw) and client is not None:
         meta = {"runbook": rb.name, "channel": command.get("channel_id", ""), "user": command.get("user_id", "")}
         client.views_open(trigger_id=str(command.get("trigger_id", "")), view=blocks.run_modal(rb, raw, meta))
         return None
