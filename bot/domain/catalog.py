@@ -230,6 +230,8 @@ def parse_runbook(data: Any, guide: str, source: str, expected_name: str | None 
             _expect(f in names, source, "lock", f"names unknown parameter {{{f}}}")
             param = next(p for p in params if p.name == f)
             _expect(not param.secret, source, "lock", f"must not use secret parameter {{{f}}}")
+            _expect(param.required or param.default is not None, source, "lock",
+                    f"uses {{{f}}}, which may be absent: make it required or give it a default")
     approval = _parse_approval(data.get("approval"), source)
     schedule = data.get("schedule")
     if schedule is not None:

@@ -39,6 +39,7 @@ def test_valid_front_matter_parses() -> None:
     ({"parameters": {"n": {"type": "choice"}}}, "parameters.n.choices"),
     ({"parameters": {"runbook_run_id": {"type": "str"}}}, "parameters.runbook_run_id"),
     ({"lock": "k8s/{deployment}"}, "lock"),
+    ({"parameters": {"namespace": {"type": "str"}}}, "lock"),
     ({"approval": {"required": 2}}, "approval.approvers"),
     ({"approval": {"required": 1, "approvers": ["group:sre"], "ttl": "soon"}}, "approval.ttl"),
     ({"approval": {"required": 1, "approvers": ["group:sre"], "quorum": 2}}, "approval.quorum"),
