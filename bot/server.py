@@ -92,12 +92,16 @@ def metrics_text(ctx: Context, ack_latency: Histogram) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _scheduler_attr(name: str) -> Callable[..., Any] | None:
+def _import_scheduler() -> Any:
     try:
         import bot.scheduler as scheduler_module
     except ImportError:
         return None
-    fn = getattr(scheduler_module, name, None)
+    return scheduler_module
+
+
+def _scheduler_attr(name: str) -> Callable[..., Any] | None:
+    fn = getattr(_import_scheduler(), name, None)
     return fn if callable(fn) else None
 
 
@@ -254,6 +258,9 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             channel = approval_channel(settings, ctx.service)
             notifier = Notifier(client, ctx.service, channel)
             notifier.subscribe()
+            sinks = getattr(_import_scheduler(), "alert_sinks", None)  # stale-drill alerts go to Slack too
+            if isinstance(sinks, list):
+                sinks.append(notifier.alert)
             if socket_mode:
                 assert settings.slack_app_token is not None
                 socket_handler = _socket_mode_handler(app, settings.slack_app_token, ack_latency)
@@ -303,6 +310,9 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
         if pool is not None:
             pool.stop()
         if notifier is not None:
+            sinks = getattr(sys.modules.get("bot.scheduler"), "alert_sinks", None)
+            if isinstance(sinks, list) and notifier.alert in sinks:
+                sinks.remove(notifier.alert)
             notifier.stop()
     say("stopped")
     return 0

@@ -82,6 +82,10 @@ class Notifier:
     def on_progress(self, run: Run, progress: Progress) -> None:
         self._queue.put(("progress", run, progress))
 
+    def alert(self, text: str) -> None:
+        """A sink for the scheduler's alerts (stale restore drills): the `alerts` channel, else approvals."""
+        self._queue.put(("alert", None, text))
+
     def stop(self, timeout: float = 5.0) -> None:
         for listeners, fn in ((self.service.run_listeners, self.on_run),
                               (self.service.progress_listeners, self.on_progress)):
@@ -106,6 +110,10 @@ class Notifier:
                     self._handle_run(run, payload)
                 elif kind == "progress":
                     self._handle_progress(run, payload)
+                elif kind == "alert":
+                    channel = self.service.directory.channels.get("alerts") or self.approval_channel
+                    if channel:
+                        self.client.chat_postMessage(channel=channel, text=":warning: " + blocks.esc(payload))
                 self._flush_all(force=False)
             except Exception:
                 log.exception("Slack notification failed (%s for run %s)", kind, getattr(run, "id", "-"))

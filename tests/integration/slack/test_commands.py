@@ -194,3 +194,12 @@ def test_sigterm_stops_serve_gracefully(bot: Bot) -> None:
     """SIGTERM stops serve with exit status 0 after it stopped taking requests and stopped its workers."""
     assert stop(bot.proc) == 0
     bot.slack.wait_for(lambda: any(line.strip() == "stopped" for line in bot.output), what="the last line")
+
+
+def test_runbook_the_user_may_not_request(bot: Bot) -> None:
+    """A runbook the user may not request is not listed for them, and `run` explains instead of opening a form."""
+    assert "`dbonly`" not in bot.answer("U0ALICE", "list", "Runbooks you may request")
+    assert "`dbonly`" in bot.answer("U0DAVE", "list", "Runbooks you may request")
+    text = bot.answer("U0ALICE", "run dbonly", "may not request")
+    assert "requesters are group:dba" in text
+    assert bot.slack.of("views.open") == []

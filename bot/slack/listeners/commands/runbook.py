@@ -18,7 +18,7 @@ from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
 from bot.domain.catalog import Runbook
-from bot.domain.policy import Operator
+from bot.domain.policy import Operator, check_request
 from bot.errors import ParameterError, RunbookBotError
 from bot.slack import blocks
 from bot.slack.deps import Deps, unknown_user_text
@@ -161,6 +161,7 @@ def _run(deps: Deps, op: Operator, name: str, words: list[str], command: dict[st
     rb = deps.service.runbook(name)
     raw = parse_pairs(words)
     if _missing(rb, raw) and client is not None:
+        check_request(deps.service.directory, rb, op, deps.service.slack_groups)  # no form for a refusal
         meta = {"runbook": rb.name, "channel": command.get("channel_id", ""), "user": command.get("user_id", "")}
         client.views_open(trigger_id=str(command.get("trigger_id", "")), view=blocks.run_modal(rb, raw, meta))
         return None
