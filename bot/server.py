@@ -168,7 +168,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(413, b"request too large\n", "text/plain")
             return
         body = self.rfile.read(length).decode("utf-8", errors="replace")
-        response = dispatch(self.server.app, body, split.query, {k: v for k, v in self.headers.items()})
+        try:
+            response = dispatch(self.server.app, body, split.query, {k: v for k, v in self.headers.items()})
+        except Exception:
+            log.exception("Slack request failed")
+            self._send(500, b"internal error\n", "text/plain")
+            return
         self._send(response.status, response.body.encode(), _content_type(response.headers), response.headers)
         self.server.ack_latency.observe(time.perf_counter() - started)
 

@@ -100,7 +100,8 @@ def _reader(stream: Any, sink: list[str], lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
-def launch(tmp_path: Path, database_url: str, fake: FakeSlack, extra_env: dict[str, str] | None = None) -> Bot:
+def launch(tmp_path: Path, database_url: str, fake: FakeSlack, extra_env: dict[str, str] | None = None,
+           argv: tuple[str, ...] = ("serve", "--http", "0", "--no-scheduler")) -> Bot:
     """Start `runbook-bot serve --http 0` on 127.0.0.1 with two workers, Slack pointed at `fake`."""
     env = {
         **os.environ,
@@ -121,7 +122,7 @@ def launch(tmp_path: Path, database_url: str, fake: FakeSlack, extra_env: dict[s
     }
     env.pop("SLACK_APP_TOKEN", None)
     env.update(extra_env or {})
-    proc = subprocess.Popen(["runbook-bot", "serve", "--http", "0", "--no-scheduler"], env=env, cwd=tmp_path,
+    proc = subprocess.Popen(["runbook-bot", *argv], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     lines: queue.Queue[str] = queue.Queue()
