@@ -291,7 +291,9 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             threading.Thread(target=httpd.serve_forever, name="runbook-http", daemon=True).start()
             host, port = str(httpd.server_address[0]), int(httpd.server_address[1])
             say(f"listening on http://{host}:{port} (/healthz, /metrics{', ' + SLACK_PATH if app else ''})")
-        while not stop.wait(HOUSEKEEPING_SECONDS):
+        # Stale-run recovery, expiry and Slack catch-up: every 10 s, sooner with a faster heartbeat (tests).
+        interval = max(1.0, min(HOUSEKEEPING_SECONDS, settings.heartbeat_seconds * 5))
+        while not stop.wait(interval):
             try:
                 if pool is not None:
                     pool.housekeeping()
