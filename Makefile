@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HTTP_PORT ?= 8080
 PYTEST_ARGS ?=
+# Two workers (the machines have 2 cores); a test module stays on one worker (its fixtures are module-wide).
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: run test lint unit setup system-deps bench clean
 
@@ -36,7 +38,7 @@ unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q
 
 test: $(STAMP) system-deps lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps
 	$(PY) bench/audit_append.py

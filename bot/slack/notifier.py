@@ -111,7 +111,8 @@ class Notifier:
                 elif kind == "progress":
                     self._handle_progress(run, payload)
                 elif kind == "alert":
-                    channel = self.service.directory.channels.get("alerts") or self.approval_channel
+                    channels = self.service.directory.channels
+                    channel = channels.get("alerts") or channels.get("drills") or self.approval_channel
                     if channel:
                         self.client.chat_postMessage(channel=channel, text=":warning: " + blocks.esc(payload))
                 self._flush_all(force=False)
@@ -157,7 +158,9 @@ class Notifier:
             return
         for run in self.service.runs(limit=50):
             notify = run.notify
-            if run.state is RunState.PENDING_APPROVAL and not notify.get("card") and not notify.get("card_claim"):
+            unannounced = not notify.get("card") and not notify.get("card_claim")
+            if unannounced and (run.state is RunState.PENDING_APPROVAL or run.source == "scheduler"):
+                # Scheduled runs (often fired by a standalone `runbook-bot scheduler`) are reported too.
                 self.on_run(run, "requested")
             elif not notify.get("card"):
                 continue
@@ -183,6 +186,8 @@ class Notifier:
 
     def _post_card(self, run: Run) -> None:
         channel = self.approval_channel
+        if run.source == "scheduler":  # scheduled runs (restore drills) report to the drills channel if any
+            channel = self.service.directory.channels.get("drills") or channel
         if not channel:
             log.warning("no approvals channel (operators file channels.approvals or SLACK_APPROVAL_CHANNEL): "
                         "run %s has no Slack card", run.id)

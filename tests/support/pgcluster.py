@@ -35,7 +35,10 @@ def ensure_os_user(name: str = OS_USER) -> str:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/bash", name], check=True)
+        # Parallel test workers may race to create it: "already exists" (exit 9) is success.
+        done = subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/bash", name], check=False)
+        if done.returncode not in (0, 9):
+            raise RuntimeError(f"useradd {name} failed with exit code {done.returncode}") from None
     return name
 
 
