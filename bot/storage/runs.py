@@ -62,10 +62,10 @@ def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, A
         conn.execute("INSERT INTO run_secrets (run_id, ciphertext) VALUES (%s, %s)", (run_id, secret_blob))
     body = {"runbook": runbook, "params": params, "reason": reason, "source": source, "plan_hash": plan_hash,
             "lock": lock_key, "approvals_required": approvals_required}
-    audit.append(conn, actor=requested_by, action="requested", run_id=run_id, body=body)
+    events: list[tuple[str, str, int | None, dict[str, Any]]] = [(requested_by, "requested", run_id, body)]
     if state is RunState.QUEUED:
-        audit.append(conn, actor=requested_by, action="queued", run_id=run_id,
-                     body={"outcome": "queued", "why": "no approval required"})
+        events.append((requested_by, "queued", run_id, {"outcome": "queued", "why": "no approval required"}))
+    audit.append_many(conn, events)
     return run_id
 
 

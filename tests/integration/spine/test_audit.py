@@ -138,3 +138,14 @@ def test_export_writes_every_event_as_json_lines(db: Database) -> None:
     assert [e["seq"] for e in lines] == [1, 2, 3]
     assert lines[1]["prev_hash"] == lines[0]["hash"]
 
+
+
+def test_append_many_chains_events_in_order(db: Database) -> None:
+    """Pipelined appends in one transaction chain each event to the previous one, like single appends."""
+    _fill(db, 2)
+    with db.transaction() as conn:
+        last = audit.append_many(conn, [("alice", "requested", 7, {"n": 1}), ("alice", "queued", 7, {"n": 2})])
+    assert last == 4
+    assert audit.verify(db).as_json()["events"] == 4
+    with db.transaction() as conn:
+        assert [e.action for e in audit.events_for_run(conn, 7)] == ["requested", "queued"]
