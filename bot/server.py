@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 
 from bot.domain.runs import RunState
 from bot.errors import ConfigError, RunbookBotError
+from bot.scheduler import alert_sinks
+from bot.scheduler import metrics as scheduler_metrics
+from bot.scheduler import start as start_scheduler
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -83,26 +86,11 @@ def metrics_text(ctx: Context, ack_latency: Histogram) -> str:
               "# TYPE runbook_bot_queue_depth gauge",
               f"runbook_bot_queue_depth {counts.get(RunState.QUEUED.value, 0)}"]
     lines += ack_latency.lines()
-    extra = _scheduler_attr("metrics")
-    if extra is not None:
-        try:
-            lines += list(extra(ctx))
-        except Exception:
-            log.exception("scheduler metrics failed")
-    return "\n".join(lines) + "\n"
-
-
-def _import_scheduler() -> Any:
     try:
-        import bot.scheduler as scheduler_module
-    except ImportError:
-        return None
-    return scheduler_module
-
-
-def _scheduler_attr(name: str) -> Callable[..., Any] | None:
-    fn = getattr(_import_scheduler(), name, None)
-    return fn if callable(fn) else None
+        lines += scheduler_metrics(ctx)
+    except Exception:
+        log.exception("scheduler metrics failed")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -263,9 +251,7 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             channel = approval_channel(settings, ctx.service)
             notifier = Notifier(client, ctx.service, channel)
             notifier.subscribe()
-            sinks = getattr(_import_scheduler(), "alert_sinks", None)  # stale-drill alerts go to Slack too
-            if isinstance(sinks, list):
-                sinks.append(notifier.alert)
+            alert_sinks.append(notifier.alert)  # stale-drill alerts go to Slack too
             if socket_mode:
                 assert settings.slack_app_token is not None
                 socket_handler = _socket_mode_handler(app, settings.slack_app_token, ack_latency)
@@ -280,12 +266,8 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             pool.start()
             say(f"workers: {pool.size}")
         if scheduler:
-            start = _scheduler_attr("start")
-            if start is None:
-                say("scheduler: not available in this build (bot.scheduler.start missing)")
-            else:
-                stop_scheduler = start(ctx)
-                say("scheduler: on")
+            stop_scheduler = start_scheduler(ctx)
+            say("scheduler: on")
         if http_port is not None:
             httpd = http_server(ctx, app, http_port, ack_latency)
             threading.Thread(target=httpd.serve_forever, name="runbook-http", daemon=True).start()

@@ -18,6 +18,7 @@ from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
 from bot.domain.catalog import Runbook
+from bot.domain.params import parse_assignments
 from bot.domain.policy import Operator, check_request
 from bot.errors import ParameterError, RunbookBotError
 from bot.slack import blocks
@@ -142,16 +143,6 @@ def dispatch(deps: Deps, op: Operator, words: list[str], command: dict[str, Any]
     return blocks.text_reply(f"unknown subcommand {verb!r}. {USAGE}")
 
 
-def parse_pairs(words: list[str]) -> dict[str, str]:
-    raw: dict[str, str] = {}
-    for w in words:
-        key, sep, value = w.partition("=")
-        if not sep or not key:
-            raise ParameterError(f"expected key=value, got {w.split('=')[0]!r}")
-        raw[key] = value
-    return raw
-
-
 def _missing(rb: Runbook, raw: dict[str, str]) -> list[str]:
     return [p.name for p in rb.parameters if p.required and p.default is None and not raw.get(p.name)]
 
@@ -159,7 +150,7 @@ def _missing(rb: Runbook, raw: dict[str, str]) -> list[str]:
 def _run(deps: Deps, op: Operator, name: str, words: list[str], command: dict[str, Any],
          client: WebClient | None) -> blocks.Message | None:
     rb = deps.service.runbook(name)
-    raw = parse_pairs(words)
+    raw = parse_assignments(words)
     if _missing(rb, raw) and client is not None:
         check_request(deps.service.directory, rb, op, deps.service.slack_groups)  # no form for a refusal
         meta = {"runbook": rb.name, "channel": command.get("channel_id", ""), "user": command.get("user_id", "")}
