@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="show one run")
     s.add_argument("run_id", type=int)
     s.add_argument("--json", action="store_true")
+    s.add_argument("--follow", "-f", action="store_true",
+                   help="print state changes and task lines until the run ends (exit 0 only if it succeeded)")
 
     s = sub.add_parser("runs", help="list recent runs")
     s.add_argument("--json", action="store_true")
@@ -187,7 +189,37 @@ def _cmd_decide(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _follow(ctx: Context, run_id: int, out: TextIO, poll: float = 1.0) -> int:
+    """Follow a run executed by any worker: state changes from the database, task lines from its
+    artifacts when the worker shares this machine's RUNBOOK_BOT_HOME."""
+    import time
+
+    stdout = ctx.settings.artifacts_dir / str(run_id) / "stdout.txt"
+    state, offset = None, 0
+    while True:
+        run = ctx.service.get(run_id)
+        if run.state is not state:
+            state = run.state
+            out.write(f"[run {run.id}] {state.value}" + (f" ({approval_status(run)})" if not state.terminal else "")
+                      + "\n")
+        if stdout.exists():
+            with open(stdout, encoding="utf-8", errors="replace") as f:
+                f.seek(offset)
+                chunk = f.read()
+                offset = f.tell()
+            for line in chunk.splitlines():
+                if line.startswith(("TASK [", "fatal:", "changed:", "PLAY [")):
+                    out.write(f"[run {run.id}] {line.rstrip(' *')}\n")
+        out.flush()
+        if state.terminal:
+            out.write("\n".join(run_text(run)) + "\n")
+            return 0 if state is RunState.SUCCEEDED else 1
+        time.sleep(poll)
+
+
 def _cmd_status(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    if args.follow:
+        return _follow(ctx, args.run_id, out)
     run = ctx.service.get(args.run_id)
     if args.json:
         _print_json(run_json(run), out)

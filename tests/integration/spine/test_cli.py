@@ -125,3 +125,20 @@ def test_embedded_postgres_is_the_default(tmp_path: Path) -> None:
         assert (home / "pgdata" / "PG_VERSION").exists()
     finally:
         stop_embedded(home)
+
+
+def test_status_follow_streams_until_the_run_ends(spine_env: dict[str, str]) -> None:
+    """`status --follow` prints state changes and task lines while another process runs it, then the result."""
+    import subprocess
+    import sys
+
+    run_id = cli(spine_env, "request", "sleeper", "seconds=1").stdout.strip()
+    env = {**os.environ, **spine_env, "LOGNAME": "alice"}
+    follower = subprocess.Popen([sys.executable, "-m", "bot.cli", "status", run_id, "--follow"], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert cli(spine_env, "worker", "--once").returncode == 0
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert f"[run {run_id}] queued" in out
+    assert f"[run {run_id}] TASK [Sleep]" in out
+    assert "slept 1s" in out
