@@ -85,13 +85,13 @@ class RunService:
             out.append(rb)
         return out
 
-    def get(self, run_id: int) -> Run:
-        with self.db.transaction() as conn:
+    def get(self, run_id: int, *, timeout: float | None = None) -> Run:
+        with self.db.transaction(timeout) as conn:
             return repo.get_run(conn, run_id)
 
     def runs(self, *, limit: int = 50, runbook: str | None = None,
-             states: list[RunState] | None = None) -> list[Run]:
-        with self.db.transaction() as conn:
+             states: list[RunState] | None = None, timeout: float | None = None) -> list[Run]:
+        with self.db.transaction(timeout) as conn:
             return repo.list_runs(conn, limit=limit, runbook=runbook, states=states)
 
     # ----------------------------------------------------------------- plan

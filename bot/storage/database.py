@@ -109,11 +109,15 @@ class Database:
         return None
 
     @contextmanager
-    def transaction(self) -> Iterator[Conn]:
+    def transaction(self, timeout: float | None = None) -> Iterator[Conn]:
+        """A transaction on a pooled connection. With `timeout`, waiting for a connection and each
+        statement are bounded by it (for answers that must stay fast, e.g. inside a Slack ack)."""
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=timeout) as conn:
+                if timeout is not None:
+                    conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout * 1000)}ms",))
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as e:
+        except (psycopg.OperationalError, psycopg.errors.QueryCanceled, PoolTimeout) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise StorageError(f"database down: {first}; nothing was changed") from e
 

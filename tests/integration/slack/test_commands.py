@@ -130,10 +130,8 @@ def test_help_shows_the_guide_escaped(bot: Bot) -> None:
 def test_status_history_and_cancel(bot: Bot) -> None:
     """status shows a run, history lists it, cancel by its requester cancels it."""
     run_id = bot.request("U0ALICE", "run greet target=cancelme")
-    _, rid = bot.sender.command("U0ALICE", f"status {run_id}")
-    assert "pending_approval" in bot.wait_response(rid, f"run {run_id}")
-    _, rid = bot.sender.command("U0ALICE", "history")
-    assert "greet" in bot.wait_response(rid, "Recent runs")
+    assert "pending_approval" in bot.answer("U0ALICE", f"status {run_id}", f"run {run_id}")
+    assert "greet" in bot.answer("U0ALICE", "history", "Recent runs")
     _, rid = bot.sender.command("U0ALICE", f"cancel {run_id}")
     assert "cancelled" in bot.wait_response(rid, f"run {run_id}")
     assert bot.run_state(run_id) == "cancelled"

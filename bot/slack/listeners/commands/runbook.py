@@ -1,7 +1,8 @@
 """`/runbook list | help NAME | run NAME k=v ... | status ID | cancel ID | history`.
 
 Slack wants an answer within 3 seconds. Answers computed from memory alone (help, usage, list when the
-request policy needs no Slack API call, refusals of unknown users and other channels) go out in the ack
+request policy needs no Slack API call, refusals of unknown users and other channels), and the small
+reads `history` and `status` when the database answers within QUICK_DB_SECONDS, go out in the ack
 itself. Everything else is acked at once and runs on the Slack executor, never on Bolt's listener
 threads, answering through respond(): the database, and requesting a run, which computes the plan in
 check mode (seconds). All answers are ephemeral: only the user sees them.
@@ -20,12 +21,14 @@ from slack_sdk import WebClient
 from bot.domain.catalog import Runbook
 from bot.domain.params import parse_assignments
 from bot.domain.policy import Operator, check_request
-from bot.errors import ParameterError, RunbookBotError
+from bot.errors import ParameterError, RunbookBotError, StorageError
 from bot.slack import blocks
 from bot.slack.deps import Deps, unknown_user_text
 
 log = logging.getLogger(__name__)
 
+# Reads that can answer inside the ack (history, status) get this long for a connection and the query.
+QUICK_DB_SECONDS = 0.5
 USAGE = ("Usage: `/runbook list` · `/runbook help NAME` · `/runbook run NAME key=value …` · "
          "`/runbook status ID` · `/runbook cancel ID` · `/runbook history`")
 
@@ -69,6 +72,12 @@ def quick_answer(deps: Deps, command: dict[str, Any]) -> blocks.Message | None:
             return dispatch(deps, op, words, command, None)
         if verb == "list" and not _needs_slack_api(deps):
             return blocks.list_reply(deps.service.requestable(op))
+        if verb == "history":
+            return blocks.history_reply(deps.service.runs(limit=15, timeout=QUICK_DB_SECONDS))
+        if verb == "status":
+            return blocks.status_reply(deps.service.get(_run_id(words, "status"), timeout=QUICK_DB_SECONDS))
+    except StorageError:
+        return None  # the database is slow or busy right now: answer through respond() instead
     except RunbookBotError as e:
         return blocks.text_reply(str(e))
     except Exception:
