@@ -108,3 +108,17 @@ def test_modal_values_round_trip() -> None:
         "param___reason": {"value": {"type": "plain_text_input", "value": "because"}},
     }}}
     assert blocks.modal_values(view) == ({"target": "web", "count": "3", "tone": "loud"}, "because")
+
+
+def test_card_carries_the_runbooks_warning() -> None:
+    """A runbook's warning (the heap snapshot freezes the process) is shown to approvers on the card."""
+    from pathlib import Path
+
+    from bot.catalog_files import load_runbook
+
+    root = Path(__file__).resolve().parents[2]
+    heap = load_runbook(root / "runbooks" / "heap-snapshot.md", root / "playbooks")
+    assert "FROZEN" in heap.warning
+    texts = [b["text"]["text"] for b in blocks.approval_card(_run(runbook="heap-snapshot"), heap).blocks
+             if b.get("type") == "section" and "text" in b]
+    assert any(t.startswith(":warning: The Node.js process is FROZEN") for t in texts)
