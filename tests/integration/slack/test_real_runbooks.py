@@ -10,7 +10,7 @@ import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.slack_api import FakeSlack
-from tests.integration.k8s.conftest import deployment
+from tests.integration.k8s.conftest import deployment, rolled_out, set_image
 from tests.integration.rotate.conftest import Scenario, aws_env, moto_endpoint, pg, scenario, sm  # noqa: F401 - fixtures
 from tests.integration.slack.conftest import ROOT, Bot, launch, stop
 from tests.integration.slack.test_approval_flow import card_ts
@@ -102,3 +102,20 @@ def test_rotate_secret_from_slack_needs_two_and_leaks_nothing(aws_bot: Bot, scen
     assert s.can_login(s.user, new) and not s.can_login(s.user, s.canary)
     seen = aws_bot.slack.recorded_text() + "".join(aws_bot.output)
     assert s.canary not in seen and new not in seen and s.admin_password not in seen
+
+
+def test_rollout_undo_from_slack(real_bot: Bot, kube: FakeKubeAPI) -> None:
+    """The card shows the image change the undo will make; after approval the previous image is back."""
+    kube.apply(deployment("api", "api:1"))
+    kube.wait_until(lambda: rolled_out(kube, "prod", "api"))
+    set_image(kube, "prod", "api", "api:2")
+    kube.wait_until(lambda: rolled_out(kube, "prod", "api"))
+    run_id = real_bot.request("U0ALICE", "run rollout-undo namespace=prod deployment=api")
+    card = json.dumps(real_bot.card_for(run_id)["blocks"])
+    assert "api:2" in card and "api:1" in card
+    real_bot.sender.click("U0BOB", "runbook_approve", run_id, message_ts=card_ts(real_bot, run_id))
+    ts = card_ts(real_bot, run_id)
+    real_bot.slack.wait_for(lambda: [m for m in real_bot.thread_messages(ts) if "succeeded" in str(m.get("text"))],
+                            what="the result message", timeout=120)
+    dep = kube.get("Deployment", "prod", "api")
+    assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["image"] == "api:1"
