@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--follow", "-f", action="store_true",
                    help="print state changes and task lines until the run ends (exit 0 only if it succeeded)")
+    s.add_argument("--output", action="store_true",
+                   help="also print the playbook's full (redacted) output, when its artifacts are on this host")
 
     s = sub.add_parser("runs", help="list recent runs")
     s.add_argument("--json", action="store_true")
@@ -225,6 +227,13 @@ def _cmd_status(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         _print_json(run_json(run), out)
     else:
         out.write("\n".join(run_text(run)) + "\n")
+    if args.output:
+        stdout = ctx.settings.artifacts_dir / str(run.id) / "stdout.txt"
+        if not stdout.exists():
+            sys.stderr.write(f"no output for run {run.id} under {ctx.settings.artifacts_dir} (it ran on another "
+                             "host, or has not started)\n")
+            return 1
+        out.write(stdout.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 

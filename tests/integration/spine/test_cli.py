@@ -41,6 +41,8 @@ def test_request_approve_work_status_end_to_end(spine_env: dict[str, str]) -> No
     assert status["result"]["echo"] == "from the terminal"
     runs = json.loads(cli(spine_env, "runs", "--json").stdout)
     assert [r["id"] for r in runs] == [int(run_id)]
+    full = cli(spine_env, "status", run_id, "--output").stdout
+    assert "TASK [Show the message]" in full and '"msg": "message is from the terminal"' in full
 
 
 def test_runbooks_lists_only_what_the_user_may_request(spine_env: dict[str, str]) -> None:
