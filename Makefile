@@ -40,9 +40,12 @@ unit: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
+# Each benchmark measures its own baseline in the same run and prints the ratio (about 10 minutes in all).
 bench: $(STAMP) system-deps
-	$(PY) bench/audit_append.py
-	$(PY) bench/run_overhead.py
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) bench/audit_append.py
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) bench/run_overhead.py
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) bench/drill.py
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) bench/ack_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
