@@ -285,25 +285,24 @@ class Exec:
             resp._all = ws_client._IgnoredIO()
         buf, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
-        try:
-            while resp.is_open():
-                if time.monotonic() > deadline:
-                    raise Fail(f"exec {argv[0]} in {self.ns}/{self.pod} timed out after {timeout} s")
-                resp.update(timeout=1)
-                chunk = resp.read_channel(ws_client.STDOUT_CHANNEL)
-                if chunk:
-                    if out is not None:
-                        out.write(chunk)
-                    else:
-                        buf += chunk
-                err += resp.read_channel(ws_client.STDERR_CHANNEL)
+
+        def drain() -> None:
+            """Move what arrived on stdout (to `out`, or the buffer) and stderr."""
             chunk = resp.read_channel(ws_client.STDOUT_CHANNEL)
             if chunk:
                 if out is not None:
                     out.write(chunk)
                 else:
-                    buf += chunk
-            err += resp.read_channel(ws_client.STDERR_CHANNEL)
+                    buf.extend(chunk)
+            err.extend(resp.read_channel(ws_client.STDERR_CHANNEL))
+
+        try:
+            while resp.is_open():
+                if time.monotonic() > deadline:
+                    raise Fail(f"exec {argv[0]} in {self.ns}/{self.pod} timed out after {timeout} s")
+                resp.update(timeout=1)
+                drain()
+            drain()
             status = resp.read_channel(ws_client.ERROR_CHANNEL)
         finally:
             resp.close()
