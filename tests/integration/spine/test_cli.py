@@ -138,9 +138,11 @@ def test_status_follow_streams_until_the_run_ends(spine_env: dict[str, str]) -> 
     env = {**os.environ, **spine_env, "LOGNAME": "alice"}
     follower = subprocess.Popen([sys.executable, "-m", "bot.cli", "status", run_id, "--follow"], env=env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    first = follower.stdout.readline()  # following has begun before any worker exists
+    assert first.startswith(f"[run {run_id}] queued"), first
     assert cli(spine_env, "worker", "--once").returncode == 0
     out, err = follower.communicate(timeout=60)
     assert follower.returncode == 0, err
-    assert f"[run {run_id}] queued" in out
     assert f"[run {run_id}] TASK [Sleep]" in out
     assert "slept 1s" in out
