@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.slack_api import FakeSlack, SlackSender, signature  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 
 CATALOG = ROOT / "tests" / "integration" / "slack" / "catalog"
 SECRET = "bench-signing-secret"
@@ -105,15 +106,6 @@ def _start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], 
             return proc, line.split()[2]
     proc.kill()
     raise SystemExit("server did not start:\n" + "".join(seen))
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def measure(sender: SlackSender, n: int, concurrency: int, command: str = "list") -> list[float]:
@@ -251,7 +243,7 @@ def main() -> int:
         print("\n" + server_side_p99(serve_url))
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop_process(p)
         if cluster is not None:
             cluster.stop("immediate")
         subprocess.run(["rm", "-rf", str(home)], check=False)

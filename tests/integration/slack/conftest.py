@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import subprocess
 import threading
 import urllib.request
@@ -21,6 +20,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.fakes.slack_api import FakeSlack, SlackSender
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG = Path(__file__).resolve().parent / "catalog"
@@ -147,14 +147,7 @@ def launch(tmp_path: Path, database_url: str, fake: FakeSlack, extra_env: dict[s
 
 def stop(proc: subprocess.Popen[str]) -> int:
     """SIGTERM (a graceful stop), then the exit status; killed after 30 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)
+    return stop_process(proc, 30.0)
 
 
 @pytest.fixture

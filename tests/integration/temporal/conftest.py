@@ -8,7 +8,6 @@ import importlib.metadata
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 from temporalio.client import Client
+
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOK = "playbooks/reset_stuck_workflows.yml"
@@ -63,16 +64,6 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0, int
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
-
-
-def stop_process(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 @dataclass
