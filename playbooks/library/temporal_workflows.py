@@ -17,7 +17,9 @@ computes it (last / first WorkflowTaskCompleted event, else the event after the 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -482,8 +484,19 @@ class Finder:
 # Work-around for a temporalio (1.35) quirk, kept here in one place: `connect_timeout` bounds only the
 # TCP/TLS connect, not the GetSystemInfo call Client.connect makes next (about 30 s against a peer that
 # accepts TCP and never answers), so the whole connect is bounded with asyncio.wait_for. (The abandoned
-# native connect task then prints a pyo3 panic on the module's stderr at exit; Ansible drops that stderr
-# because the module's JSON result is complete, and the exit is not delayed.)
+# native connect task then prints a pyo3 panic on the module's stderr at exit, and it can keep the
+# interpreter from shutting down at all: seen in CI as a module that never exits. So the module reports
+# through `_leave`, which skips interpreter shutdown once the JSON result is written.)
+
+
+def _leave(report, **result) -> None:
+    """Report (exit_json/fail_json write the JSON, then raise SystemExit) and end the process at once."""
+    try:
+        report(**result)
+    except SystemExit as done:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(done.code if isinstance(done.code, int) else 1)
 
 
 async def run(params: dict, check_mode: bool) -> dict:
@@ -597,20 +610,21 @@ def main() -> None:
         result = asyncio.run(run(params, module.check_mode))
     except StopError as err:
         partial = err.args[1] if len(err.args) > 1 else {}
-        module.fail_json(msg=err.args[0], **{**empty, **partial, "summary": [err.args[0]]})
+        _leave(module.fail_json, msg=err.args[0], **{**empty, **partial, "summary": [err.args[0]]})
     failed = [e for e in result["workflows"] if e["status"] == "failed"]
     result["failed_count"] = len(failed)
     changed = (
         bool(result["workflows"]) if module.check_mode else any(e["status"] == "reset" for e in result["workflows"])
     )
     if failed:
-        module.fail_json(
+        _leave(
+            module.fail_json,
             msg=f"{len(failed)} of {len(result['workflows'])} resets failed: "
             + "; ".join(f"{e['workflow_id']}: {e['error']}" for e in failed),
             changed=changed,
             **result,
         )
-    module.exit_json(changed=changed, **result)
+    _leave(module.exit_json, changed=changed, **result)
 
 
 if __name__ == "__main__":
