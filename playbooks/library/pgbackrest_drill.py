@@ -745,40 +745,33 @@ class Drill:
         except (RuntimeError, ValueError, KeyError) as e:
             self.check("marker_present", False, f"{db}.{mk.get('table')}: {e}", t0)
 
-    def row_count_check(self, items: list) -> None:
+    def _compare_tables(self, name: str, items: list, query: str, key: str, mismatch: str, cast=str) -> None:
+        """One check over expected per-table values: run `query` (with {table}) and compare cast(result) with
+        cast(it[key]); `mismatch` formats a difference from {got} and {want}."""
         t0 = now()
         bad, good = [], 0
         for it in items:
             db = it.get("database", "postgres")
             try:
-                sql = f"SELECT count(*) FROM {quote_ident_path(it['table'])}"  # noqa: S608 quoted identifier
-                n = int(self.sql_value(sql, db))
+                got = cast(self.sql_value(query.format(table=quote_ident_path(it["table"])), db))
+                want = cast(it[key])
             except (RuntimeError, ValueError, KeyError) as e:
                 bad.append(f"{db}.{it.get('table')}: {e}")
                 continue
-            if n != int(it["count"]):
-                bad.append(f"{db}.{it['table']}: {n} rows, expected {it['count']}")
+            if got != want:
+                bad.append(f"{db}.{it['table']}: " + mismatch.format(got=got, want=want))
             else:
                 good += 1
-        self.check("row_counts", not bad, "; ".join(bad) if bad else f"{good} tables match", t0)
+        self.check(name, not bad, "; ".join(bad) if bad else f"{good} tables match", t0)
+
+    def row_count_check(self, items: list) -> None:
+        self._compare_tables("row_counts", items, "SELECT count(*) FROM {table}", "count",
+                             "{got} rows, expected {want}", cast=int)
 
     def checksum_check(self, items: list) -> None:
-        t0 = now()
-        bad, good = [], 0
-        for it in items:
-            db = it.get("database", "postgres")
-            try:
-                sql = (f"SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), '')) "  # noqa: S608
-                       f"FROM {quote_ident_path(it['table'])} t")
-                got = self.sql_value(sql, db)
-            except (RuntimeError, ValueError, KeyError) as e:
-                bad.append(f"{db}.{it.get('table')}: {e}")
-                continue
-            if got != str(it["md5"]):
-                bad.append(f"{db}.{it['table']}: md5 {got}, expected {it['md5']}")
-            else:
-                good += 1
-        self.check("table_checksums", not bad, "; ".join(bad) if bad else f"{good} tables match", t0)
+        query = ("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), '')) "
+                 "FROM {table} t")
+        self._compare_tables("table_checksums", items, query, "md5", "md5 {got}, expected {want}")
 
     def amcheck(self) -> None:
         t0 = now()
