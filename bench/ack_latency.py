@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/ack_latency.py [--requests 500] [--concurrency 50] [--load 8]
 
-Both servers run as subprocesses on 127.0.0.1 behind the same stdlib HTTP front (bot.server), Slack's Web
+Both servers run as subprocesses on 127.0.0.1 behind the same HTTP front (bot.server: waitress + the
+signature gate; the bare one has no replay record, serve's records each request in PostgreSQL), Slack's Web
 API is the tests' fake, PostgreSQL is a throwaway cluster (or DATABASE_URL). Each phase sends N signed
 `/runbook` slash commands at the given concurrency and measures the time to the HTTP answer (the ack):
 `list` (answered in the ack) and `history` (acked at once, answered from the database via response_url).
@@ -40,7 +41,7 @@ def serve_bare(api_url: str) -> None:
     from slack_bolt import App
     from slack_sdk import WebClient
 
-    from bot.server import Histogram, Server
+    from bot.server import MAX_CONNECTIONS, READ_TIMEOUT, Front, Histogram, HttpServer
 
     app = App(client=WebClient(token="xoxb-bench", base_url=api_url), signing_secret=SECRET)
 
@@ -48,13 +49,13 @@ def serve_bare(api_url: str) -> None:
     def only_ack(ack):  # type: ignore[no-untyped-def]
         ack()
 
-    server = Server(("127.0.0.1", 0), None, app, Histogram("bare", "bare"))  # type: ignore[arg-type]
+    front = Front(None, app, Histogram("bare", "bare"), SECRET)
+    server = HttpServer(front, "127.0.0.1", 0, read_timeout=READ_TIMEOUT, max_connections=MAX_CONNECTIONS).start()
     stop = _t.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    _t.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    print(f"listening on http://127.0.0.1:{server.port}", flush=True)
     stop.wait()
-    server.shutdown()
+    server.stop()
 
 
 def serve_fake_slack() -> None:

@@ -16,12 +16,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from bot import console
 from bot.app import Context, build
 from bot.domain.params import parse_assignments
 from bot.domain.policy import Operator
-from bot.domain.runs import Run, RunState
+from bot.domain.runs import RunState
 from bot.errors import RunbookBotError
-from bot.execution.runner import Progress
 from bot.storage import audit
 from bot.views import approval_status, params_text, run_json, run_text, runbook_json, runbook_text
 
@@ -258,43 +258,8 @@ def _cmd_cancel(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _progress_printer(out: TextIO) -> Callable[[Run, Progress], None]:
-    lock = threading.Lock()
-
-    def show(run: Run, p: Progress) -> None:
-        if p.kind in ("task", "changed", "failed", "unreachable", "play"):
-            with lock:
-                out.write(f"[run {run.id}] {p.line}\n")
-                out.flush()
-
-    return show
-
-
-def _result_printer(out: TextIO) -> Callable[[Run, str], None]:
-    lock = threading.Lock()
-
-    def show(run: Run, event: str) -> None:
-        if event == "started":
-            line = f"[run {run.id}] started {run.runbook} {params_text(run.params)}"
-        elif run.state.terminal:
-            took = f" in {run.duration_seconds:.1f}s" if run.duration_seconds is not None else ""
-            line = f"[run {run.id}] {run.state.value}{took}"
-            for s in run.summary:
-                line += f"\n[run {run.id}]   {s}"
-            if run.error:
-                line += f"\n[run {run.id}]   error: {run.error}"
-        else:
-            return
-        with lock:
-            out.write(line + "\n")
-            out.flush()
-
-    return show
-
-
 def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    ctx.service.progress_listeners.append(_progress_printer(out))
-    ctx.service.run_listeners.append(_result_printer(out))
+    console.attach(ctx.service, out)
     pool = ctx.worker_pool(args.concurrency)
     if args.once:
         finished = pool.run_once()

@@ -1,15 +1,20 @@
 """`runbook-bot serve`: one process runs Slack, the worker pool, the scheduler, `/healthz` and `/metrics`.
 
 Slack arrives over Socket Mode when SLACK_APP_TOKEN is set (no public URL), otherwise as HTTP POSTs to
-`/slack/events` on `--http PORT`, verified with SLACK_SIGNING_SECRET by Bolt (401 on a bad signature or
-a timestamp older than 5 minutes). One stdlib ThreadingHTTPServer serves all paths: the Bolt app is
-dispatched by hand (BoltRequest -> App.dispatch -> BoltResponse). SIGTERM/SIGINT stop it gracefully:
-stop taking requests, finish the Slack work in flight, stop the workers, flush Slack notifications.
+`/slack/events` on `--http PORT`. HTTP is served by waitress (a maintained WSGI server): one event loop
+reads every request whole before one of HTTP_THREADS threads answers it, so half-sent requests hold no
+thread; a connection must deliver its whole request within READ_TIMEOUT seconds; at most MAX_CONNECTIONS
+are open; bodies over MAX_BODY are refused unread. In front of Bolt (`Front`), a Slack request's signature
+and timestamp are checked on the raw bytes before anything parses it (401/400, one log line), Slack's
+retries and replays of a request already taken (recorded in PostgreSQL: shared by replicas) get a 200 that
+does nothing. Binds 127.0.0.1 unless RUNBOOK_BOT_HTTP_HOST says otherwise. SIGTERM/SIGINT stop it
+gracefully: stop taking requests, finish the Slack work in flight, stop the workers, flush Slack
+notifications.
 """
-
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import logging
 import os
@@ -17,11 +22,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, TextIO
-from urllib.parse import urlsplit
+
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
 
 from bot.domain.runs import RunState
 from bot.errors import ConfigError, RunbookBotError
@@ -39,7 +47,16 @@ log = logging.getLogger(__name__)
 
 SLACK_PATH = "/slack/events"
 HOUSEKEEPING_SECONDS = 10.0
-MAX_BODY = 1 << 20  # Slack payloads are far smaller; refuse anything bigger before reading it
+DEFAULT_HOST = "127.0.0.1"  # RUNBOOK_BOT_HTTP_HOST=0.0.0.0 to take Slack's HTTP requests from an ingress
+MAX_BODY = 1 << 20  # Slack payloads are far smaller; waitress refuses anything bigger (413) unread
+MAX_HEADERS = 64 << 10
+READ_TIMEOUT = 10  # seconds for a connection to deliver a whole request (RUNBOOK_BOT_HTTP_READ_TIMEOUT)
+MAX_CONNECTIONS = 1000  # open connections at once; more wait in the backlog (RUNBOOK_BOT_HTTP_MAX_CONNECTIONS)
+HTTP_THREADS = 8  # threads that answer complete requests (Slack's ack, /healthz, /metrics)
+LOOP_SECONDS = 0.5
+DRAIN_SECONDS = 5.0
+SLACK_PLAN_THREADS = 4  # check modes of /runbook run and the run modal
+SLACK_QUICK_THREADS = 4  # approve/deny clicks, cancel, status, list, history
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -94,76 +111,126 @@ def metrics_text(ctx: Context, ack_latency: Histogram) -> str:
 
 
 # ----------------------------------------------------------------------------- HTTP
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} must be at least 1")
+    return value
 
-    def __init__(self, address: tuple[str, int], ctx: Context, app: App | None, ack_latency: Histogram) -> None:
-        super().__init__(address, Handler)
-        self.ctx, self.app, self.ack_latency = ctx, app, ack_latency
+
+def _json(status: int, doc: dict[str, Any]) -> tuple[int, bytes, str]:
+    return status, json.dumps(doc).encode(), "application/json"
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    protocol_version = "HTTP/1.1"
+def _text(status: int, text: str) -> tuple[int, bytes, str]:
+    return status, text.encode(), "text/plain; charset=utf-8"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, Any] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, values in (headers or {}).items():
-            if k.lower() in ("content-length", "content-type"):
-                continue
-            for v in values if isinstance(values, list | tuple) else [values]:
-                self.send_header(k, str(v))
-        self.end_headers()
-        self.wfile.write(body)
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 503: "Service Unavailable"}
 
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
+
+class Front:
+    """The WSGI application waitress serves: GET /healthz, GET /metrics, POST /slack/events.
+
+    A Slack request is refused before anything parses it unless its signature and timestamp check out
+    (bot.slack.requests); Slack's retries and replays of a request already taken (recorded in
+    PostgreSQL, so shared by replicas) are answered 200 without effect; only then does Bolt see it.
+    `ctx` None (the ack benchmark's baseline): no health, metrics or replay record.
+    """
+
+    def __init__(self, ctx: Context | None, app: App | None, ack_latency: Histogram, signing_secret: str) -> None:
+        self.ctx, self.app, self.ack_latency, self.secret = ctx, app, ack_latency, signing_secret
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method, path = str(environ.get("REQUEST_METHOD", "")), str(environ.get("PATH_INFO", ""))
+        extra: dict[str, Any] = {}
+        if method in ("GET", "HEAD"):
+            status, body, ctype = self._get(path)
+        elif method == "POST":
+            status, body, ctype, extra = self._post(path, environ)
+        else:
+            status, body, ctype = _text(405, "method not allowed\n")
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
+        for k, values in extra.items():
+            if k.lower() not in ("content-length", "content-type"):
+                headers += [(k, str(v)) for v in (values if isinstance(values, list | tuple) else [values])]
+        start_response(f"{status} {_REASONS.get(status, 'Status')}", headers)
+        return [b"" if method == "HEAD" else body]
+
+    def _get(self, path: str) -> tuple[int, bytes, str]:
+        if self.ctx is None or path not in ("/healthz", "/metrics"):
+            return _text(404, "not found\n")
         if path == "/healthz":
             try:
-                with self.server.ctx.db.transaction() as conn:
+                with self.ctx.db.transaction(timeout=5) as conn:
                     conn.execute("SELECT 1")
-                self._send(200, json.dumps({"db": "ok"}).encode(), "application/json")
+                return _json(200, {"db": "ok"})
             except Exception as e:  # noqa: BLE001 - health is reported, not raised
-                self._send(503, json.dumps({"db": f"error: {type(e).__name__}"}).encode(), "application/json")
-        elif path == "/metrics":
-            try:
-                text = metrics_text(self.server.ctx, self.server.ack_latency)
-            except Exception:
-                log.exception("/metrics failed")
-                self._send(500, b"metrics unavailable\n", "text/plain")
-                return
-            self._send(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
-        else:
-            self._send(404, b"not found\n", "text/plain")
+                return _json(503, {"db": f"error: {type(e).__name__}"})
+        try:
+            text = metrics_text(self.ctx, self.ack_latency)
+        except Exception:
+            log.exception("/metrics failed")
+            return _text(500, "metrics unavailable\n")
+        return 200, text.encode(), "text/plain; version=0.0.4; charset=utf-8"
 
-    def do_POST(self) -> None:
+    def _post(self, path: str, environ: dict[str, Any]) -> tuple[int, bytes, str, dict[str, Any]]:
+        from slack_bolt.request import BoltRequest
+
+        from bot.slack.requests import Refusal, check_signature, is_retry
+
         started = time.perf_counter()
-        split = urlsplit(self.path)
-        if split.path != SLACK_PATH or self.server.app is None:
-            self._send(404, b"not found\n", "text/plain")
-            return
+        if path != SLACK_PATH or self.app is None:
+            return (*_text(404, "not found\n"), {})
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            self._send(413, b"request too large\n", "text/plain")
-            return
-        body = self.rfile.read(length).decode("utf-8", errors="replace")
+            return (*_text(400, "bad Content-Length\n"), {})
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""  # waitress has read it all (bounded)
+        headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = str(environ["CONTENT_TYPE"])
+        peer = environ.get("REMOTE_ADDR", "?")
+        signed = check_signature(self.secret, headers, raw, time.time())
+        if isinstance(signed, Refusal):
+            log.warning("refused a Slack request from %s: %s", peer, signed.reason)
+            return (*_text(signed.status, signed.reason + "\n"), {})
+        if is_retry(headers):
+            log.info("Slack retry %s (%s) answered without effect", headers.get("x-slack-retry-num", "?"),
+                     headers.get("x-slack-retry-reason", "?"))
+            return (*_text(200, ""), {"X-Slack-No-Retry": "1"})
+        if self.ctx is not None:
+            from bot.storage.slack_requests import first_sighting
+
+            try:
+                with self.ctx.db.transaction(timeout=2) as conn:
+                    first = first_sighting(conn, signed.timestamp, signed.signature)
+            except RunbookBotError as e:
+                log.warning("Slack request refused: cannot record it against replays (%s)", e)
+                return (*_text(503, "database unavailable\n"), {})
+            if not first:
+                log.warning("replayed Slack request from %s (timestamp %s) answered without effect", peer,
+                            signed.timestamp)
+                return (*_text(200, ""), {})
         try:
-            response = dispatch(self.server.app, body, split.query, {k: v for k, v in self.headers.items()})
+            bolt_headers: dict[str, str | Sequence[str]] = dict(headers)
+            request = BoltRequest(body=raw.decode("utf-8"), query=str(environ.get("QUERY_STRING", "")),
+                                  headers=bolt_headers)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # a signed body that is not Slack's
+            log.warning("malformed Slack request from %s: %s", peer, type(e).__name__)
+            return (*_text(400, "malformed request\n"), {})
+        try:
+            response = self.app.dispatch(request)
         except Exception:
             log.exception("Slack request failed")
-            self._send(500, b"internal error\n", "text/plain")
-            return
-        self._send(response.status, response.body.encode(), _content_type(response.headers), response.headers)
-        self.server.ack_latency.observe(time.perf_counter() - started)
+            return (*_text(500, "internal error\n"), {})
+        self.ack_latency.observe(time.perf_counter() - started)
+        return response.status, response.body.encode(), _content_type(response.headers), dict(response.headers)
 
 
 def _content_type(headers: dict[str, Any]) -> str:
@@ -173,16 +240,99 @@ def _content_type(headers: dict[str, Any]) -> str:
     return "text/plain;charset=utf-8"
 
 
-def dispatch(app: App, body: str, query: str, headers: dict[str, str]) -> Any:
-    from slack_bolt.request import BoltRequest
+class _Channel(HTTPChannel):
+    """waitress's channel, remembering when the request it is reading began (see _Waitress)."""
 
-    return app.dispatch(BoltRequest(body=body, query=query, headers=dict(headers)))
+    request_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result: bool = super().received(data)
+        if self.request is None:
+            self.request_started = 0.0
+        elif self.request is not before:
+            self.request_started = time.time()
+        return result
+
+
+class _Waitress(TcpWSGIServer):
+    """waitress closes a connection idle for channel_timeout, but a client that trickles a byte now and
+    then is never idle: also close any connection whose request (headers + body) has not fully arrived
+    within channel_timeout of its first byte."""
+
+    channel_class = _Channel
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # type: ignore[arg-type]  # types-waitress says int: it is time.time()
+        cutoff = now - self.adj.channel_timeout
+        channels: dict[int, Any] = self.active_channels  # type: ignore[assignment]  # types-waitress: a dict
+        for channel in list(channels.values()):
+            started = getattr(channel, "request_started", 0.0)
+            if channel.request is not None and not channel.requests and started and started < cutoff:
+                channel.will_close = True
+
+
+class HttpServer:
+    """waitress behind `Front`: every request is read whole by one event loop before a thread sees it, so
+    slow or half-sent requests hold no thread; each connection must finish its request within
+    `read_timeout` (idle or not), at most `max_connections` are open at once, bodies are bounded."""
+
+    def __init__(self, front: Front, host: str, port: int, *, read_timeout: int, max_connections: int,
+                 threads: int = HTTP_THREADS) -> None:
+        self._map: dict[int, Any] = {}
+        adj = Adjustments(
+            host=host, port=port, threads=threads, connection_limit=max_connections,
+            channel_timeout=read_timeout, cleanup_interval=1, asyncore_use_poll=True,  # poll: > 1024 fds
+            asyncore_loop_timeout=1, max_request_body_size=MAX_BODY, max_request_header_size=MAX_HEADERS,
+            expose_tracebacks=False, ident="runbook-bot", clear_untrusted_proxy_headers=True,
+        )
+        self.front, self.read_timeout, self.max_connections = front, read_timeout, max_connections
+        try:
+            sockinfo: Any = adj.listen[0]  # types-waitress says str: it is getaddrinfo's tuple
+            self._server = _Waitress(front, self._map, dispatcher=None, adj=adj, sockinfo=sockinfo)
+        except OSError as e:
+            wasyncore.close_all(self._map)
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use (another runbook-bot serve?): stop it or use "
+                                  "--http PORT / HTTP_PORT=...") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        bound: Any = self._server  # effective_host/port are set by waitress (not in types-waitress)
+        self.host, self.port = str(bound.effective_host), int(bound.effective_port)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="runbook-http", daemon=True)
+
+    def start(self) -> HttpServer:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            wasyncore.loop(timeout=LOOP_SECONDS, use_poll=True, map=self._map, count=1)
+        # Stop taking connections, let the requests in flight be answered (bounded), then close the rest.
+        wasyncore.dispatcher.close(self._server)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline and any(getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)
+                                                 for ch in list(self._map.values())):
+            wasyncore.loop(timeout=LOOP_SECONDS, use_poll=True, map=self._map, count=1)
+        wasyncore.close_all(self._map)
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=int(DRAIN_SECONDS))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(DRAIN_SECONDS * 3)
 
 
 def http_server(ctx: Context, app: App | None, port: int, ack_latency: Histogram,
-                host: str | None = None) -> Server:
-    host = host or os.environ.get("RUNBOOK_BOT_HTTP_HOST") or "0.0.0.0"  # noqa: S104 - Slack must reach it
-    return Server((host, port), ctx, app, ack_latency)
+                host: str | None = None) -> HttpServer:
+    """Not started yet (`.start()`); binds now, so a port in use is a one-line ConfigError.
+
+    Binds 127.0.0.1 unless RUNBOOK_BOT_HTTP_HOST says otherwise (0.0.0.0 for Slack's HTTP mode behind an
+    ingress or load balancer)."""
+    host = host or os.environ.get("RUNBOOK_BOT_HTTP_HOST") or DEFAULT_HOST
+    front = Front(ctx, app, ack_latency, ctx.settings.slack_signing_secret or "")
+    return HttpServer(front, host, port, read_timeout=_env_int("RUNBOOK_BOT_HTTP_READ_TIMEOUT", READ_TIMEOUT),
+                      max_connections=_env_int("RUNBOOK_BOT_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS))
 
 
 # ----------------------------------------------------------------------------- Socket Mode
@@ -213,7 +363,10 @@ def _install_signals(stop: threading.Event) -> None:
 
 def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, scheduler: bool = True,
           slack: bool = True, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set). Returns the exit status."""
+    """Run until SIGTERM/SIGINT (or `stop` is set). Returns the exit status: 2 with one line on stderr
+    (`runbook-bot: error: ...`) when it cannot start, e.g. the port is in use."""
+    from bot import console
+
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -224,16 +377,18 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
     app: App | None = None
     socket_handler: Any = None
     notifier: Any = None
-    executor: ThreadPoolExecutor | None = None
+    executors: list[ThreadPoolExecutor] = []
     pool = None
     stop_scheduler: Callable[[], None] | None = None
-    httpd: Server | None = None
+    httpd: HttpServer | None = None
 
     def say(line: str) -> None:
         out.write(line + "\n")
         out.flush()
 
     try:
+        if http_port is not None:  # bind first: a port in use stops us before anything has started
+            httpd = http_server(ctx, None, http_port, ack_latency)
         if slack and not settings.slack_bot_token:
             say("slack: off (SLACK_BOT_TOKEN is not set)")
         elif slack:
@@ -245,9 +400,12 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             if not socket_mode and http_port is None:
                 raise ConfigError("Slack in HTTP mode needs --http PORT (or set SLACK_APP_TOKEN for Socket Mode)")
             client = make_client(settings)
-            executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="runbook-slack")
+            plans = ThreadPoolExecutor(max_workers=SLACK_PLAN_THREADS, thread_name_prefix="runbook-slack-plan")
+            quick = ThreadPoolExecutor(max_workers=SLACK_QUICK_THREADS, thread_name_prefix="runbook-slack-quick")
+            executors += [plans, quick]
             ctx.service.slack_groups = SlackGroupResolver(client)
-            app = create_app(settings, ctx.service, executor=executor, socket_mode=socket_mode, client=client)
+            app = create_app(settings, ctx.service, executor=plans, quick_executor=quick, socket_mode=socket_mode,
+                             client=client)
             channel = approval_channel(settings, ctx.service)
             notifier = Notifier(client, ctx.service, channel)
             notifier.subscribe()
@@ -258,9 +416,12 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
                 socket_handler.connect()
                 say("slack: socket mode")
             else:
+                if httpd is not None:
+                    httpd.front.app = app  # HTTP mode only: Socket Mode's app skips signature checks
                 say(f"slack: http mode at {SLACK_PATH}")
             if not channel:
                 say("slack: no approvals channel (channels.approvals or SLACK_APPROVAL_CHANNEL): no approval cards")
+        console.attach(ctx.service, out)  # run transitions and task progress, as `worker` prints them
         if workers:
             pool = ctx.worker_pool()
             pool.start()
@@ -268,11 +429,10 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
         if scheduler:
             stop_scheduler = start_scheduler(ctx)
             say("scheduler: on")
-        if http_port is not None:
-            httpd = http_server(ctx, app, http_port, ack_latency)
-            threading.Thread(target=httpd.serve_forever, name="runbook-http", daemon=True).start()
-            host, port = str(httpd.server_address[0]), int(httpd.server_address[1])
-            say(f"listening on http://{host}:{port} (/healthz, /metrics{', ' + SLACK_PATH if app else ''})")
+        if httpd is not None:
+            httpd.start()
+            paths = "/healthz, /metrics" + (f", {SLACK_PATH}" if httpd.front.app is not None else "")
+            say(f"listening on http://{httpd.host}:{httpd.port} ({paths})")
         # Stale-run recovery, expiry and Slack catch-up: every 10 s, sooner with a faster heartbeat (tests).
         interval = max(1.0, min(HOUSEKEEPING_SECONDS, settings.heartbeat_seconds * 5))
         while not stop.wait(interval):
@@ -281,18 +441,20 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
                     pool.housekeeping()
                 if notifier is not None:
                     notifier.adopt()
+                if httpd is not None and httpd.front.app is not None:
+                    _forget_seen_requests(ctx)
             except Exception:
                 log.warning("housekeeping failed; retrying", exc_info=True)
     except RunbookBotError as e:
-        say(f"error: {e}")
+        sys.stderr.write(f"runbook-bot: error: {e}\n")
+        sys.stderr.flush()
         return 2
     finally:
         if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
+            httpd.stop()
         if socket_handler is not None:
             socket_handler.close()
-        if executor is not None:
+        for executor in executors:
             executor.shutdown(wait=True, cancel_futures=False)
         if stop_scheduler is not None:
             stop_scheduler()
@@ -305,3 +467,10 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             notifier.stop()
     say("stopped")
     return 0
+
+
+def _forget_seen_requests(ctx: Context) -> None:
+    from bot.storage.slack_requests import forget_expired
+
+    with ctx.db.transaction() as conn:
+        forget_expired(conn, time.time())

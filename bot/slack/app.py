@@ -38,8 +38,9 @@ def _base_url(url: str) -> str:
 
 
 def create_app(settings: Settings, service: RunService, *, executor: Executor, socket_mode: bool = False,
-               client: WebClient | None = None) -> App:
-    """The Bolt app with every listener registered.
+               client: WebClient | None = None, quick_executor: Executor | None = None) -> App:
+    """The Bolt app with every listener registered. `executor` computes plans (check mode);
+    `quick_executor` takes decisions, cancels and reads, so they never queue behind plans.
 
     HTTP mode verifies each request's signature with SLACK_SIGNING_SECRET (401 otherwise); Socket Mode
     requests arrive over the authenticated WebSocket instead. Building the app calls auth.test.
@@ -53,5 +54,6 @@ def create_app(settings: Settings, service: RunService, *, executor: Executor, s
         request_verification_enabled=not socket_mode, token_verification_enabled=True,
         process_before_response=False, logger=logging.getLogger("bot.slack.bolt"),
     )
-    register(app, Deps(service=service, executor=executor, approval_channel=approval_channel(settings, service)))
+    register(app, Deps(service=service, executor=executor, approval_channel=approval_channel(settings, service),
+                       quick=quick_executor))
     return app

@@ -1,4 +1,9 @@
-"""What the Slack listeners share: the service, a small executor for slow work, identity and channel checks."""
+"""What the Slack listeners share: the service, two small executors, identity and channel checks.
+
+Two lanes of capacity: `executor` computes plans (`/runbook run` and the run modal run check mode: seconds
+each), `quick` takes everything a person waits on that is short (approve/deny clicks, cancel, status, list,
+history). A burst of slow check modes fills only the first lane, so a click is still processed at once.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Deps:
     service: RunService
-    executor: Executor  # slow work (check mode, database) runs here, never on Bolt's listener threads
+    executor: Executor  # slow work (check mode) runs here, never on Bolt's listener threads
     approval_channel: str | None
+    quick: Executor | None = None  # decisions, cancels, reads; None: share `executor` (single-lane use)
 
     def operator(self, slack_user_id: str) -> Operator | None:
         """The operator behind a signed Slack user id (never a display name)."""
@@ -32,13 +38,22 @@ class Deps:
         return any(c in names for c in allowed)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        def guarded() -> None:
-            try:
-                fn(*args)
-            except Exception:
-                log.exception("Slack listener work failed")
+        """Slow work (a plan in check mode) on the planning lane."""
+        self.executor.submit(_guarded(fn, args))
 
-        self.executor.submit(guarded)
+    def submit_quick(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Short work someone waits on (a decision, a cancel, a read) on its own lane."""
+        (self.quick or self.executor).submit(_guarded(fn, args))
+
+
+def _guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], None]:
+    def guarded() -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("Slack listener work failed")
+
+    return guarded
 
 
 def unknown_user_text(user_id: str) -> str:

@@ -301,12 +301,15 @@ class SlackSender:
         self.events_url, self.secret, self.response_base = events_url, secret, response_base
         self._n = itertools.count(1)
 
-    def post(self, body: str, content_type: str, *, timestamp: int | None = None,
-             secret: str | None = None, sign: bool = True) -> Reply:
+    def post(self, body: str, content_type: str, *, timestamp: int | str | None = None,
+             secret: str | None = None, sign: bool = True, headers: dict[str, str] | None = None) -> Reply:
+        """`timestamp`: as sent in X-Slack-Request-Timestamp (a str to send a malformed one); `headers`:
+        more headers (e.g. Slack's X-Slack-Retry-Num)."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
-        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts}
+        sent = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts, **(headers or {})}
         if sign:
-            headers["X-Slack-Signature"] = signature(secret or self.secret, ts, body)
+            sent["X-Slack-Signature"] = signature(secret or self.secret, ts, body)
+        headers = sent
         req = urllib.request.Request(self.events_url, data=body.encode(), headers=headers,  # noqa: S310
                                      method="POST")
         try:

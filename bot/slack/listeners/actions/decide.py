@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def make(deps: Deps, decision: str) -> Callable[..., None]:
     def handle(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
-        deps.submit(decide, deps, decision, body, action, client)
+        deps.submit_quick(decide, deps, decision, body, action, client)  # never behind check modes
 
     return handle
 

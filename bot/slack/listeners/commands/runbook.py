@@ -3,9 +3,9 @@
 Slack wants an answer within 3 seconds. Answers computed from memory alone (help, usage, list when the
 request policy needs no Slack API call, refusals of unknown users and other channels), and the small
 reads `history` and `status` when the database answers within QUICK_DB_SECONDS, go out in the ack
-itself. Everything else is acked at once and runs on the Slack executor, never on Bolt's listener
-threads, answering through respond(): the database, and requesting a run, which computes the plan in
-check mode (seconds). All answers are ephemeral: only the user sees them.
+itself. Everything else is acked at once and runs off Bolt's listener threads, answering through
+respond(): requesting a run, which computes the plan in check mode (seconds), on the planning lane;
+cancel and the reads on the quick lane, so they never wait behind plans. All answers are ephemeral.
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ def make(deps: Deps) -> Callable[..., None]:
             ack(text=quick.text, blocks=quick.blocks, response_type="ephemeral")
             return
         ack()
-        deps.submit(answer, deps, command, respond, client)
+        words = _split(str(command.get("text", "")))
+        if words and words[0].lower() == "run":
+            deps.submit(answer, deps, command, respond, client)  # check mode: the planning lane
+        else:
+            deps.submit_quick(answer, deps, command, respond, client)  # cancel and reads: never behind plans
 
     return handle
 

@@ -1,0 +1,66 @@
+"""What `worker` and `serve` print on their terminal: one line per run transition, and task progress.
+
+Both attach the same two printers to the service's listeners (`attach`), so `make run` shows what a
+separate `runbook-bot worker` would: `[run 7] requested ...`, `[run 7] started ...`, task lines, the
+outcome with its summary and error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+from bot.domain.runs import Run
+from bot.execution.runner import Progress
+from bot.service import RunService
+from bot.views import approval_status, params_text
+
+PROGRESS_KINDS = ("task", "changed", "failed", "unreachable", "play")
+
+
+def progress_printer(out: TextIO) -> Callable[[Run, Progress], None]:
+    lock = threading.Lock()
+
+    def show(run: Run, p: Progress) -> None:
+        if p.kind in PROGRESS_KINDS:
+            with lock:
+                out.write(f"[run {run.id}] {p.line}\n")
+                out.flush()
+
+    return show
+
+
+def result_printer(out: TextIO) -> Callable[[Run, str], None]:
+    lock = threading.Lock()
+
+    def show(run: Run, event: str) -> None:
+        if event == "started":
+            line = f"[run {run.id}] started {run.runbook} {params_text(run.params)}"
+        elif run.state.terminal:
+            took = f" in {run.duration_seconds:.1f}s" if run.duration_seconds is not None else ""
+            line = f"[run {run.id}] {run.state.value}{took}"
+            for s in run.summary:
+                line += f"\n[run {run.id}]   {s}"
+            if run.error:
+                line += f"\n[run {run.id}]   error: {run.error}"
+        elif event == "requested":
+            line = f"[run {run.id}] requested {run.runbook} {params_text(run.params)} by {run.requested_by}: " \
+                   f"{run.state.value}"
+        elif event == "queued":
+            line = f"[run {run.id}] approved by {', '.join(run.approvers) or 'nobody needed'}: queued"
+        elif event == "approved":
+            line = f"[run {run.id}] approved by {', '.join(run.approvers)}: {approval_status(run)}"
+        else:  # cancel_requested, or an event added later
+            line = f"[run {run.id}] {event.replace('_', ' ')}"
+        with lock:
+            out.write(line + "\n")
+            out.flush()
+
+    return show
+
+
+def attach(service: RunService, out: TextIO) -> None:
+    """Print run transitions and task progress of `service` on `out`."""
+    service.progress_listeners.append(progress_printer(out))
+    service.run_listeners.append(result_printer(out))
