@@ -20,10 +20,19 @@ from bot.domain.catalog import Catalog, Runbook
 from bot.domain.ids import RunId
 from bot.domain.params import lock_key, validate_params
 from bot.domain.plan import Plan, protected_params
-from bot.domain.policy import Directory, Operator, SlackGroups, cancel_allowed, check_decision, check_request
+from bot.domain.policy import (
+    Directory,
+    Operator,
+    SlackGroups,
+    cancel_allowed,
+    check_decision,
+    check_execution,
+    check_request,
+)
 from bot.domain.runs import RUNNER_STATUS, Run, RunState
 from bot.errors import (
     LockHeld,
+    NotApproved,
     PlanError,
     PolicyError,
     RequestExpired,
@@ -268,6 +277,7 @@ class RunService:
     def _execute(self, run: Run, blob: bytes | None, should_cancel: Callable[[], bool]) -> Run:
         try:
             runbook = self.catalog.get(run.runbook)
+            self._check_approved(run, runbook)
             values = dict(run.params)
             if blob is not None:
                 values.update(self.keys.open(blob))
@@ -288,12 +298,21 @@ class RunService:
 
             outcome = self.runner.run(self._job(runbook, values, ident=str(run.id), check=False, run_id=run.id),
                                       on_progress=relay, should_cancel=should_cancel)
+        except NotApproved as e:
+            return self._finish(run, RunState.FAILED, error=f"refused: {e}", body={"refused": "not_approved"})
         except RunbookBotError as e:
             return self._finish(run, RunState.FAILED, error=str(e))
         except Exception as e:
             log.exception("run %s crashed in the worker", run.id)
             return self._finish(run, RunState.FAILED, error=f"internal error: {type(e).__name__}")
         return self._record_outcome(run, outcome, redactor)
+
+    def _check_approved(self, run: Run, runbook: Runbook) -> None:
+        """Raise NotApproved unless the tables AND the audit chain show the approvals the runbook's current
+        policy needs (a row set to `queued` by hand, or a forged approvals row, is refused here)."""
+        with self.db.transaction() as conn:
+            record = repo.approval_record(conn, run)
+        check_execution(self.directory, runbook, record, self.slack_groups)
 
     def _record_outcome(self, run: Run, outcome: Outcome, redactor: Redactor) -> Run:
         state = RUNNER_STATUS.get(outcome.status, RunState.FAILED)

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bot.domain.ids import RunId
+from bot.domain.policy import ApprovalRecord, RecordedApproval
 from bot.domain.runs import ACTION_FOR_STATE, Approval, Run, RunState, can_transition
 from bot.errors import LockHeld, RunNotFound, RunStateError
 from bot.storage import audit
@@ -62,6 +63,8 @@ def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, A
         conn.execute("INSERT INTO run_secrets (run_id, ciphertext) VALUES (%s, %s)", (run_id, secret_blob))
     body = {"runbook": runbook, "params": params, "reason": reason, "source": source, "plan_hash": plan_hash,
             "lock": lock_key, "approvals_required": approvals_required}
+    if schedule_key is not None:
+        body["schedule_key"] = schedule_key
     events: list[tuple[str, str, int | None, dict[str, Any]]] = [(requested_by, "requested", run_id, body)]
     if state is RunState.QUEUED:
         events.append((requested_by, "queued", run_id, {"outcome": "queued", "why": "no approval required"}))
@@ -148,6 +151,33 @@ def record_decision(conn: Conn, run: Run, approver: str, decision: str, comment:
     if decision == "approve":
         audit.append(conn, actor=approver, action="approved", run_id=run.id,
                      body={"comment": comment, "plan_hash": run.plan_hash})
+
+
+def approval_record(conn: Conn, run: Run) -> ApprovalRecord:
+    """The run's approvals as the runs/approvals tables and the audit chain each hold them (read fresh)."""
+    row = conn.execute("SELECT requested_by, plan_hash, source, schedule_key FROM runs WHERE id = %s",
+                       (run.id,)).fetchone()
+    if row is None:
+        raise RunNotFound(f"no run {run.id}")
+    decisions = approvals_for(conn, run.id)
+    events = audit.events_for_run(conn, run.id)
+    requested = next((e for e in events if e.action == "requested"), None)
+    req_body = requested.body if requested is not None else {}
+    key = row["schedule_key"]
+    by_scheduler = (requested is not None and req_body.get("source") == "scheduler"
+                    and req_body.get("schedule_key", key) == key)
+    return ApprovalRecord(
+        requester=requested.actor if requested is not None else None,
+        requested_at=requested.at if requested is not None else None,
+        requested_plan_hash=str(req_body.get("plan_hash")) if requested is not None else None,
+        requested_by_scheduler=by_scheduler,
+        row_requester=row["requested_by"], row_plan_hash=row["plan_hash"],
+        row_scheduled=key is not None and row["source"] == "scheduler",
+        table_approvers=frozenset(a.approver for a in decisions if a.decision == "approve"),
+        audited=tuple(RecordedApproval(e.actor, str(e.body.get("plan_hash", "")), e.at)
+                      for e in events if e.action == "approved"),
+        denied=any(a.decision == "deny" for a in decisions) or any(e.action == "denied" for e in events),
+    )
 
 
 def secret_blob(conn: Conn, run_id: int) -> bytes | None:
