@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.catalog_files import load_catalog
@@ -11,8 +12,17 @@ from bot.config import Settings, load_directory
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
 from bot.service import RunService
-from bot.storage.database import Database, database_url, migrate
+from bot.storage.database import (
+    Database,
+    current_role,
+    embedded_database_url,
+    ensure_embedded_runtime_role,
+    migrate,
+    ownership_warning,
+)
 from bot.storage.keys import Keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,6 +30,7 @@ class Context:
     settings: Settings
     db: Database
     service: RunService
+    warnings: list[str] = field(default_factory=list)  # operator warnings (serve/worker and audit verify show them)
 
     def worker_pool(self, size: int | None = None) -> WorkerPool:
         s = self.settings
@@ -43,14 +54,41 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
     directory = load_directory(settings.config_file)
     keys = Keys.load(settings.home)
-    db = Database(database_url(settings.database_url, settings.home), max_size=pool_size)
-    try:
-        migrate(db)
-    except Exception:
-        db.close()
-        raise
+    db, warnings = open_database(settings, pool_size=pool_size)
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
                            ansible_config=_ansible_config(settings.playbooks_dir))
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
                          playbooks_dir=settings.playbooks_dir, inventory=settings.inventory)
-    return Context(settings, db, service)
+    return Context(settings, db, service, warnings)
+
+
+def open_database(settings: Settings, *, pool_size: int = 8) -> tuple[Database, list[str]]:
+    """The runtime pool, after migrations ran as the owner role (two roles: README, 'Database roles').
+
+    Embedded default: the embedded superuser migrates, the bot connects as a login role that owns
+    nothing. DATABASE_URL alone: migrations run over it, as before, with a warning when that role owns
+    the tables; with RUNBOOK_BOT_MIGRATION_URL too, migrations run there and DATABASE_URL's role gets
+    only the privileges the bot needs.
+    """
+    owner_url = settings.migration_url
+    if settings.database_url:
+        runtime_url = settings.database_url
+    else:
+        owner_url = embedded_database_url(settings.home)
+        runtime_url = ensure_embedded_runtime_role(settings.home, owner_url)
+    db = Database(runtime_url, max_size=pool_size)
+    warnings: list[str] = []
+    try:
+        if owner_url is None:
+            migrate(db)
+        else:
+            with Database(owner_url, min_size=1, max_size=1) as owner:
+                migrate(owner, runtime_role=current_role(db))
+        warning = ownership_warning(db)
+    except Exception:
+        db.close()
+        raise
+    if warning is not None:
+        log.info("%s", warning)
+        warnings.append(warning)
+    return db, warnings

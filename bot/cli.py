@@ -375,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx: Context | None = None
     try:
         ctx = build()
+        if args.verb in ("serve", "worker", "scheduler"):
+            for warning in ctx.warnings:
+                sys.stderr.write(f"runbook-bot: warning: {warning}\n")
         return _COMMANDS[args.verb](ctx, args, sys.stdout)
     except RunbookBotError as e:
         sys.stderr.write(f"runbook-bot: error: {e}\n")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -61,6 +64,38 @@ def embedded_database_url(home: Path) -> str:
             except psycopg.errors.DuplicateDatabase:
                 pass
     return str(server.get_uri("runbook_bot"))
+
+
+EMBEDDED_RUNTIME_ROLE = "runbook_bot_runtime"
+
+
+def ensure_embedded_runtime_role(home: Path, owner_url: str) -> str:
+    """Create (or refresh) the embedded database's runtime login role; return its URL.
+
+    The embedded superuser stays the owner (migrations run as it); the bot itself connects as this role,
+    which owns nothing. Its password is kept in `home/db-runtime.password` (0600): it is checked whenever
+    the server's authentication asks for one (scram/md5), and harmless where it does not (trust).
+    """
+    path = home / "db-runtime.password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    password = path.read_text().strip()
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(EMBEDDED_RUNTIME_ROLE), sql.Literal(password)))
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(EMBEDDED_RUNTIME_ROLE), sql.Literal(password)))
+    parts = urlsplit(owner_url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{EMBEDDED_RUNTIME_ROLE}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def stop_embedded(home: Path) -> None:
@@ -137,8 +172,12 @@ def migrations() -> list[tuple[str, str]]:
     return sorted((p.name.removesuffix(".sql"), p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql"))
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply pending migrations (serialized across processes); returns the versions applied."""
+def migrate(db: Database, *, runtime_role: str | None = None) -> list[str]:
+    """Apply pending migrations (serialized across processes); returns the versions applied.
+
+    With `runtime_role` (db connects as the owner), that role is then given only what the bot needs on
+    every table, including tables of later migrations (migration 0003, `runbook_bot_grant_runtime`).
+    """
     applied: list[str] = []
     with db.transaction() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -154,4 +193,32 @@ def migrate(db: Database) -> list[str]:
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied.append(version)
             log.info("applied migration %s", version)
+        if runtime_role is not None:
+            me = conn.execute("SELECT current_user AS me").fetchone()
+            if me is not None and me["me"] != runtime_role:
+                conn.execute("SELECT runbook_bot_grant_runtime(%s)", (runtime_role,))
     return applied
+
+
+def current_role(db: Database) -> str:
+    with db.transaction() as conn:
+        row = conn.execute("SELECT current_user AS me").fetchone()
+    assert row is not None
+    return str(row["me"])
+
+
+def ownership_warning(db: Database) -> str | None:
+    """A warning when db's role owns the audit tables or is a superuser (it could disable the triggers)."""
+    with db.transaction() as conn:
+        row = conn.execute(
+            "SELECT current_user AS me, r.rolsuper AS su,"
+            " pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owns"
+            " FROM pg_catalog.pg_roles r, pg_catalog.pg_class c"
+            " WHERE r.rolname = current_user AND c.oid = pg_catalog.to_regclass('audit_events')"
+        ).fetchone()
+    if row is None or not (row["su"] or row["owns"]):
+        return None
+    what = "is a superuser" if row["su"] else "owns the tables"
+    return (f"the runtime database role {row['me']!r} {what}: it could disable the audit triggers; set "
+            "RUNBOOK_BOT_MIGRATION_URL to the owner role and give DATABASE_URL a role that owns nothing "
+            "(README, 'Database roles')")

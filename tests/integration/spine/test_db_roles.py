@@ -1,0 +1,146 @@
+"""Two database roles: migrations run as the owner, the bot as a runtime role that owns nothing, so the
+bot's own credentials cannot switch off or get around the audit trail's append-only guards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from bot.app import Context, build
+from bot.config import Settings
+from bot.domain.runs import RunState
+from bot.storage import audit
+from bot.storage import database as database_module
+from tests.integration.conftest import drain, op
+from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_roles(pg_server: PgCluster) -> Iterator[dict[str, str]]:
+    """A fresh database owned by an owner role, and a runtime login role with no rights yet."""
+    tag = uuid.uuid4().hex[:10]
+    owner, runtime, name = f"own_{tag}", f"rt_{tag}", f"t_{tag}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw'")
+        conn.execute(f"CREATE ROLE {runtime} LOGIN PASSWORD 'runtime-pw'")
+        conn.execute(f'CREATE DATABASE "{name}" OWNER {owner}')
+    yield {"DATABASE_URL": pg_server.dsn(name, runtime, "runtime-pw"),
+           "RUNBOOK_BOT_MIGRATION_URL": pg_server.dsn(name, owner, "owner-pw"),
+           "superuser": pg_server.dsn(name), "runtime": runtime}
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f"DROP ROLE {runtime}")
+        conn.execute(f"DROP ROLE {owner}")
+
+
+@pytest.fixture
+def runtime_ctx(spine_env: dict[str, str], two_roles: dict[str, str],
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
+    env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"],
+           "RUNBOOK_BOT_MIGRATION_URL": two_roles["RUNBOOK_BOT_MIGRATION_URL"]}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    context = build(Settings.from_env(env))
+    yield context
+    context.close()
+
+
+ATTACKS = [
+    "ALTER TABLE audit_events DISABLE TRIGGER ALL",
+    "ALTER TABLE audit_head DISABLE TRIGGER ALL",
+    "TRUNCATE audit_events",
+    "DELETE FROM audit_events",
+    "UPDATE audit_events SET actor = 'mallory'",
+    "DROP TABLE audit_events CASCADE",
+    "DROP TRIGGER audit_events_no_update ON audit_events",
+    "SET session_replication_role = replica",
+    "DELETE FROM runs",
+    "UPDATE approvals SET approver = 'mallory'",
+]
+
+
+@pytest.mark.parametrize("sql", ATTACKS)
+def test_runtime_role_is_refused_by_privileges(runtime_ctx: Context, sql: str) -> None:
+    """With the runtime role, disabling triggers, TRUNCATE, DELETE and UPDATE of the trail fail: permission denied."""
+    res = runtime_ctx.service.request("echo", {"target": "api"}, op(runtime_ctx, "alice"))
+    runtime_ctx.service.approve(res.run.id, op(runtime_ctx, "bob"))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied|must be owner"), \
+            runtime_ctx.db.transaction() as conn:
+        conn.execute(sql)
+    assert audit.verify(runtime_ctx.db).ok
+
+
+def test_runtime_role_runs_the_whole_spine(runtime_ctx: Context, two_roles: dict[str, str]) -> None:
+    """The runtime role can do everything the bot does (request, approve, execute, audit) with no warning."""
+    assert runtime_ctx.warnings == []
+    with runtime_ctx.db.transaction() as conn:
+        row = conn.execute("SELECT current_user AS me").fetchone()
+    assert row is not None and row["me"] == two_roles["runtime"]
+    res = runtime_ctx.service.request("echo", {"target": "api", "token": "s3cret"}, op(runtime_ctx, "alice"))
+    runtime_ctx.service.approve(res.run.id, op(runtime_ctx, "bob"))
+    (done,) = drain(runtime_ctx)
+    assert done.state is RunState.SUCCEEDED, done.error
+    assert audit.verify(runtime_ctx.db).ok
+
+
+def test_head_can_only_move_by_one_even_for_the_runtime_role(runtime_ctx: Context) -> None:
+    """The runtime role may UPDATE audit_head (appends do), but its trigger, which it cannot drop, refuses jumps."""
+    runtime_ctx.service.request("echo", {"target": "api"}, op(runtime_ctx, "alice"))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only moves forward"), \
+            runtime_ctx.db.transaction() as conn:
+        conn.execute("UPDATE audit_head SET seq = 0, hash = repeat('0', 64)")
+
+
+def test_tables_of_later_migrations_are_granted(spine_env: dict[str, str], two_roles: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table added by a migration numbered after 0003 is usable by the runtime role without its own GRANT."""
+    shipped = database_module.migrations()
+    monkeypatch.setattr(database_module, "migrations", lambda: [
+        *shipped, ("0099_later", "CREATE TABLE later_things (id int PRIMARY KEY);")])
+    env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"],
+           "RUNBOOK_BOT_MIGRATION_URL": two_roles["RUNBOOK_BOT_MIGRATION_URL"]}
+    context = build(Settings.from_env(env))
+    try:
+        with context.db.transaction() as conn:
+            conn.execute("INSERT INTO later_things VALUES (1)")
+            conn.execute("DELETE FROM later_things")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), context.db.transaction() as conn:
+            conn.execute("ALTER TABLE later_things ADD COLUMN x int")
+    finally:
+        context.close()
+
+
+def test_database_url_alone_warns_that_the_runtime_role_owns_the_tables(ctx: Context) -> None:
+    """DATABASE_URL without RUNBOOK_BOT_MIGRATION_URL works as before, with a warning naming the risk."""
+    assert len(ctx.warnings) == 1
+    assert "could disable the audit triggers" in ctx.warnings[0]
+    assert "RUNBOOK_BOT_MIGRATION_URL" in ctx.warnings[0]
+
+
+def test_embedded_default_sets_up_both_roles(spine_env: dict[str, str]) -> None:
+    """Without DATABASE_URL the embedded superuser migrates and the bot connects as a role owning nothing."""
+    base = make_tmp_dir("rb-embedded-")  # the server's OS user must reach it (pytest's tmp_path is 0700)
+    home = base / "home"
+    env = {**spine_env, "RUNBOOK_BOT_HOME": str(home), "DATABASE_URL": ""}
+    context = build(Settings.from_env(env))
+    try:
+        assert context.warnings == []
+        assert (home / "db-runtime.password").stat().st_mode & 0o777 == 0o600
+        with context.db.transaction() as conn:
+            row = conn.execute("SELECT current_user AS me").fetchone()
+        assert row is not None and row["me"] == database_module.EMBEDDED_RUNTIME_ROLE
+        for sql in ("ALTER TABLE audit_events DISABLE TRIGGER ALL", "TRUNCATE audit_events",
+                    "DELETE FROM audit_events"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), context.db.transaction() as conn:
+                conn.execute(sql)
+        res = context.service.request("echo", {"target": "api"}, op(context, "alice"))
+        assert res.run.state is RunState.PENDING_APPROVAL
+    finally:
+        context.close()
+        database_module.stop_embedded(home)
+        remove_tree(base)
