@@ -12,6 +12,7 @@ from bot.config import Settings, load_directory
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
 from bot.service import RunService
+from bot.storage.anchors import Anchorer, sinks_from_settings
 from bot.storage.database import (
     Database,
     current_role,
@@ -38,6 +39,8 @@ class Context:
                           heartbeat_seconds=s.heartbeat_seconds, stale_after_seconds=s.stale_after_seconds)
 
     def close(self) -> None:
+        if self.service.anchors is not None:
+            self.service.anchors.close()  # background anchors (S3) get a bounded chance to finish
         self.db.close()
 
 
@@ -54,11 +57,13 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
     directory = load_directory(settings.config_file)
     keys = Keys.load(settings.home)
+    sinks = sinks_from_settings(settings.audit_anchor_file, settings.audit_anchor_s3)
     db, warnings = open_database(settings, pool_size=pool_size)
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
                            ansible_config=_ansible_config(settings.playbooks_dir))
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
-                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory)
+                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
+                         anchors=Anchorer(db, keys.anchor_hmac, sinks))
     return Context(settings, db, service, warnings)
 
 

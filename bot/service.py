@@ -43,6 +43,7 @@ from bot.errors import (
 from bot.execution.redaction import Redactor
 from bot.execution.runner import AnsibleRunner, Job, Outcome, Progress
 from bot.storage import runs as repo
+from bot.storage.anchors import Anchorer
 from bot.storage.database import Database
 from bot.storage.keys import Keys
 
@@ -79,6 +80,7 @@ class RunService:
     slack_groups: SlackGroups | None = None
     run_listeners: list[RunListener] = field(default_factory=list)
     progress_listeners: list[ProgressListener] = field(default_factory=list)
+    anchors: Anchorer | None = None  # copies the audit head outside PostgreSQL after each transition
 
     # ----------------------------------------------------------------- queries
     def runbook(self, name: str) -> Runbook:
@@ -332,6 +334,12 @@ class RunService:
 
     # ----------------------------------------------------------------- events
     def _emit(self, run: Run, event: str) -> None:
+        """After a transition committed: anchor the audit head (fail-open), then tell the listeners."""
+        if self.anchors is not None:
+            try:
+                self.anchors.after_commit(final=run.state.terminal)
+            except Exception:
+                log.exception("audit anchoring failed after run %s (%s); the run is unaffected", run.id, event)
         for listener in self.run_listeners:
             try:
                 listener(run, event)

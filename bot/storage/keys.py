@@ -1,5 +1,6 @@
 """Keys: one master key (env RUNBOOK_BOT_SECRET_KEY, or a 0600 file under RUNBOOK_BOT_HOME) from which
-the Fernet key for run secrets and the HMAC key for audit digests are derived.
+the Fernet key for run secrets, the HMAC key for audit digests and the MAC key of audit anchors are
+derived.
 
 Several workers sharing one database must share the key: set RUNBOOK_BOT_SECRET_KEY on all of them.
 """
@@ -49,6 +50,11 @@ class Keys:
     @property
     def audit_hmac(self) -> bytes:
         return self._derive("audit-hmac")
+
+    @property
+    def anchor_hmac(self) -> bytes:
+        """MACs audit anchors (bot.storage.anchors): the database never sees it."""
+        return self._derive("audit-anchor")
 
     def _fernet(self) -> Fernet:
         return Fernet(base64.urlsafe_b64encode(self._derive("run-secrets")))
