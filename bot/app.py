@@ -87,7 +87,8 @@ def open_database(settings: Settings, *, pool_size: int = 8) -> tuple[Database, 
         if owner_url is None:
             migrate(db)
         else:
-            with Database(owner_url, min_size=1, max_size=1) as owner:
+            setting = "RUNBOOK_BOT_MIGRATION_URL" if settings.database_url else "the embedded database"
+            with Database(owner_url, min_size=1, max_size=1, setting=setting) as owner:
                 migrate(owner, runtime_role=current_role(db))
         warning = ownership_warning(db)
     except Exception:

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
+from psycopg import sql as pgsql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -77,21 +77,32 @@ def ensure_embedded_runtime_role(home: Path, owner_url: str) -> str:
     the server's authentication asks for one (scram/md5), and harmless where it does not (trust).
     """
     path = home / "db-runtime.password"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
+    new_password = False
+    if not path.exists():
+        tmp = home / f".db-runtime.password.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(24))
+        try:
+            os.link(tmp, path)  # publish whole: a concurrent command never reads a half-written file
+            new_password = True
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     password = path.read_text().strip()
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        try:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(EMBEDDED_RUNTIME_ROLE), sql.Literal(password)))
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                sql.Identifier(EMBEDDED_RUNTIME_ROLE), sql.Literal(password)))
+        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s",
+                              (EMBEDDED_RUNTIME_ROLE,)).fetchone() is not None
+        if not exists:
+            try:
+                conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    pgsql.Identifier(EMBEDDED_RUNTIME_ROLE), pgsql.Literal(password)))
+            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                pass  # another command created it at the same moment (with the same password file)
+        elif new_password:  # the password file was lost: give the role the new one
+            conn.execute(pgsql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                pgsql.Identifier(EMBEDDED_RUNTIME_ROLE), pgsql.Literal(password)))
     parts = urlsplit(owner_url)
     host = parts.netloc.rpartition("@")[2]
     netloc = f"{EMBEDDED_RUNTIME_ROLE}:{quote(password, safe='')}@{host}"
@@ -115,7 +126,8 @@ def database_url(configured: str | None, home: Path) -> str:
 class Database:
     """A connection pool; `transaction()` commits on success and rolls back on any exception."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0,
+                 setting: str = "DATABASE_URL") -> None:
         self.url = url
         self.pool: ConnectionPool[Conn] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
@@ -132,7 +144,7 @@ class Database:
             self.pool.close()
             raise StorageError(
                 f"database down: cannot connect to {redact_url(url)} ({detail}); start PostgreSQL or fix "
-                "DATABASE_URL (unset it to use the embedded database)"
+                + ("DATABASE_URL (unset it to use the embedded database)" if setting == "DATABASE_URL" else setting)
             ) from None
 
     def _probe(self, timeout: float) -> str | None:
@@ -178,13 +190,24 @@ def migrate(db: Database, *, runtime_role: str | None = None) -> list[str]:
     With `runtime_role` (db connects as the owner), that role is then given only what the bot needs on
     every table, including tables of later migrations (migration 0003, `runbook_bot_grant_runtime`).
     """
+    try:
+        return _migrate(db, runtime_role)
+    except psycopg.errors.InsufficientPrivilege as e:
+        first = str(e).strip().splitlines()[0]
+        raise StorageError(f"migrations need the tables' owner ({first}): set RUNBOOK_BOT_MIGRATION_URL to "
+                           "the owner role (README, 'Database roles')") from None
+
+
+def _migrate(db: Database, runtime_role: str | None) -> list[str]:
     applied: list[str] = []
     with db.transaction() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        exists = conn.execute("SELECT pg_catalog.to_regclass('schema_migrations') IS NOT NULL AS x").fetchone()
+        if exists is None or not exists["x"]:  # (IF NOT EXISTS would still need CREATE on the schema)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
         for version, sql in migrations():
             if version in done:

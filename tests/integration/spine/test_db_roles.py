@@ -111,3 +111,30 @@ def test_embedded_default_sets_up_both_roles(spine_env: dict[str, str]) -> None:
         context.close()
         database_module.stop_embedded(home)
         remove_tree(base)
+
+
+def test_runtime_role_alone_starts_once_the_owner_migrated(runtime_ctx: Context, spine_env: dict[str, str],
+                                                           two_roles: dict[str, str]) -> None:
+    """Workers given only DATABASE_URL (the runtime role) start after a migration job ran as the owner."""
+    env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"], "RUNBOOK_BOT_MIGRATION_URL": ""}
+    context = build(Settings.from_env(env))
+    try:
+        assert context.warnings == []
+        assert context.service.get(context.service.request("echo", {"target": "api"}, op(context, "alice")).run.id)
+    finally:
+        context.close()
+
+
+def test_pending_migration_without_the_owner_is_one_line_error(runtime_ctx: Context, spine_env: dict[str, str],
+                                                               two_roles: dict[str, str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pending migration with only the runtime role is refused in one line naming RUNBOOK_BOT_MIGRATION_URL."""
+    from bot.errors import StorageError
+
+    shipped = database_module.migrations()
+    monkeypatch.setattr(database_module, "migrations", lambda: [
+        *shipped, ("0099_later", "CREATE TABLE later_things (id int PRIMARY KEY);")])
+    env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"], "RUNBOOK_BOT_MIGRATION_URL": ""}
+    with pytest.raises(StorageError, match="RUNBOOK_BOT_MIGRATION_URL") as err:
+        build(Settings.from_env(env))
+    assert "\n" not in str(err.value)
