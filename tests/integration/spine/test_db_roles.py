@@ -3,6 +3,8 @@ bot's own credentials cannot switch off or get around the audit trail's append-o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -138,3 +140,30 @@ def test_pending_migration_without_the_owner_is_one_line_error(runtime_ctx: Cont
     with pytest.raises(StorageError, match="RUNBOOK_BOT_MIGRATION_URL") as err:
         build(Settings.from_env(env))
     assert "\n" not in str(err.value)
+
+
+def test_playbooks_never_see_the_owner_credentials(runtime_ctx: Context, spine_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    """RUNBOOK_BOT_MIGRATION_URL (the owner's password) is blanked in a playbook's environment, like DATABASE_URL."""
+    runbooks, playbooks = tmp_path / "runbooks", tmp_path / "playbooks"
+    runbooks.mkdir()
+    playbooks.mkdir()
+    (runbooks / "peek.md").write_text("---\nname: peek\ntitle: Peek at the environment (test)\nplaybook: peek.yml\n"
+                                      "approval: {required: 0}\n---\n# Peek\n")
+    (playbooks / "peek.yml").write_text(
+        "- name: Peek\n  hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - name: Report the environment\n      ansible.builtin.set_stats:\n        per_host: false\n"
+        "        data:\n          result:\n"
+        "            owner: \"{{ lookup('ansible.builtin.env', 'RUNBOOK_BOT_MIGRATION_URL') }}\"\n"
+        "            runtime: \"{{ lookup('ansible.builtin.env', 'DATABASE_URL') }}\"\n")
+    env = {**spine_env, "DATABASE_URL": runtime_ctx.settings.database_url or "",
+           "RUNBOOK_BOT_MIGRATION_URL": runtime_ctx.settings.migration_url or "",
+           "RUNBOOK_BOT_RUNBOOKS": str(runbooks), "RUNBOOK_BOT_PLAYBOOKS": str(playbooks)}
+    context = build(Settings.from_env(env))
+    try:
+        context.service.request("peek", {}, op(context, "alice"))
+        (done,) = drain(context)
+        assert done.state is RunState.SUCCEEDED, done.error
+        assert done.result == {"owner": "", "runtime": ""}
+    finally:
+        context.close()
