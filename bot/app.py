@@ -56,7 +56,9 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     settings = settings or Settings.from_env()
     catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
     directory = load_directory(settings.config_file)
-    keys = Keys.load(settings.home)
+    # The key of the environment the settings came from (signing events with another key than the
+    # worker's would get every run refused by the approval check).
+    keys = Keys.load(settings.home, {"RUNBOOK_BOT_SECRET_KEY": settings.secret_key} if settings.secret_key else None)
     sinks = sinks_from_settings(settings.audit_anchor_file, settings.audit_anchor_s3)
     db, warnings = open_database(settings, pool_size=pool_size)
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,

@@ -161,6 +161,7 @@ class RunService:
                 reason=reason, source=source, plan=plan.as_dict(), plan_hash=plan.hash, lock_key=key,
                 approvals_required=required, ttl_seconds=runbook.approval.ttl_seconds, notify=dict(notify or {}),
                 secret_blob=self.keys.seal(secret_values) if secret_values else None, schedule_key=schedule_key,
+                event_key=self.keys.event_mac_key,
             )
             run = repo.get_run(conn, run_id)
         self._emit(run, "requested")
@@ -195,7 +196,7 @@ class RunService:
                 runbook = self.catalog.get(run.runbook)
                 check_decision(self.directory, runbook, run.requested_by, actor,
                                [a.approver for a in run.approvals], self.slack_groups)
-                repo.record_decision(conn, run, actor.name, decision, comment)
+                repo.record_decision(conn, run, actor.name, decision, comment, event_key=self.keys.event_mac_key)
                 if decision == "deny":
                     run = repo.transition(conn, run, RunState.DENIED, actor=actor.name,
                                           body={"comment": comment})
@@ -313,7 +314,7 @@ class RunService:
         """Raise NotApproved unless the tables AND the audit chain show the approvals the runbook's current
         policy needs (a row set to `queued` by hand, or a forged approvals row, is refused here)."""
         with self.db.transaction() as conn:
-            record = repo.approval_record(conn, run)
+            record = repo.approval_record(conn, run, self.keys.event_mac_key)
         check_execution(self.directory, runbook, record, self.slack_groups)
 
     def _record_outcome(self, run: Run, outcome: Outcome, redactor: Redactor) -> Run:

@@ -118,6 +118,7 @@ class RecordedApproval:
     approver: str
     plan_hash: str
     at: datetime
+    mac_ok: bool = True  # the event's MAC (key outside the database) matched
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,16 @@ class ApprovalRecord:
     table_approvers: frozenset[str]
     audited: tuple[RecordedApproval, ...]
     denied: bool
+    requested_mac_ok: bool = True  # the `requested` event's MAC (key outside the database) matched
 
 
 def check_execution(directory: Directory, runbook: Runbook, record: ApprovalRecord,
                     slack: SlackGroups | None = None) -> None:
     """Raise NotApproved unless the run may execute under the runbook's CURRENT policy.
 
-    An approval counts only when both the approvals table and the audit chain hold it, it approved this
+    An approval counts only when its audit event carries a valid MAC (a key the database does not hold,
+    so holding the database credentials is not enough to forge one), both the approvals table and the
+    audit chain hold it, it approved this
     run's plan hash, it came before the request's ttl ran out, and `check_decision` (distinct, eligible,
     not the requester unless allowed) accepts its approver. The count is the runbook's `approval.required`,
     never the run row's copy; a scheduled run needs none when the runbook says `scheduled: preapproved`
@@ -155,6 +159,9 @@ def check_execution(directory: Directory, runbook: Runbook, record: ApprovalReco
 
     if record.requester is None or record.requested_at is None:
         raise refuse("the audit trail has no `requested` event for this run")
+    if not record.requested_mac_ok:
+        raise refuse("the `requested` event's MAC does not match: it was not written by this bot (or under "
+                     "another RUNBOOK_BOT_SECRET_KEY); request the run again")
     if record.requester != record.row_requester:
         raise refuse(f"the run row names {record.row_requester} as requester, the audit trail {record.requester}")
     if record.requested_plan_hash != record.row_plan_hash:
@@ -171,6 +178,9 @@ def check_execution(directory: Directory, runbook: Runbook, record: ApprovalReco
     problems: list[str] = []
     for approval in record.audited:
         name = approval.approver
+        if not approval.mac_ok:
+            problems.append(f"{name}: the approval's MAC does not match (not written by this bot)")
+            continue
         if name not in record.table_approvers:
             problems.append(f"{name}: in the audit trail but not in the approvals table")
             continue

@@ -52,6 +52,12 @@ class Keys:
         return self._derive("audit-hmac")
 
     @property
+    def event_mac_key(self) -> bytes:
+        """MACs the `requested` and `approved` audit events, so the worker can tell them from events forged
+        by someone who holds only the database credentials (bot.storage.runs.approval_record)."""
+        return self._derive("audit-event-mac")
+
+    @property
     def anchor_hmac(self) -> bytes:
         """MACs audit anchors (bot.storage.anchors): the database never sees it."""
         return self._derive("audit-anchor")
@@ -71,3 +77,9 @@ class Keys:
                 "from the requester's"
             ) from None
         return data
+
+
+def event_mac(key: bytes, action: str, run_id: int, *fields: object) -> str:
+    """The MAC of one `requested`/`approved` event's meaning (run, actor, plan hash, ...)."""
+    text = "|".join(["runbook-bot event v1", action, str(run_id), *("" if f is None else str(f) for f in fields)])
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()

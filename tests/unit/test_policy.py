@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -128,3 +129,14 @@ def test_execution_refuses_approvals_missing_from_either_store() -> None:
         check_execution(DIR, RB, _record([], table={"carol"}))
     with pytest.raises(NotApproved, match="alice: in the audit trail but not in the approvals table"):
         check_execution(DIR, RB, _record([("alice", "p1", 1)], table=set()))
+
+
+def test_execution_refuses_events_without_a_valid_mac() -> None:
+    """An approval or a request whose audit event MAC fails (forged with database access only) is refused."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    good = _record([("alice", "p1", 5)])
+    with pytest.raises(NotApproved, match="alice: the approval's MAC does not match"):
+        check_execution(DIR, RB, replace(good, audited=(RecordedApproval("alice", "p1", t0, mac_ok=False),)))
+    with pytest.raises(NotApproved, match="`requested` event's MAC does not match"):
+        check_execution(DIR, RB, replace(good, requested_mac_ok=False))
+    check_execution(DIR, RB, good)

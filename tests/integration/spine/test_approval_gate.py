@@ -72,6 +72,35 @@ def test_plan_hash_swapped_in_the_row_is_refused(ctx: Context, spine_env: dict[s
     assert "plan hash differs" in _refused(ctx, spine_env, res.run.id)
 
 
+def test_approval_forged_through_the_bots_own_append_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+    """An `approved` event appended with the database credentials alone (no master key) has no valid MAC."""
+    res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
+    with ctx.db.transaction() as conn:
+        conn.execute("INSERT INTO approvals (run_id, approver, decision) VALUES (%s, 'bob', 'approve')",
+                     (res.run.id,))
+        audit.append(conn, actor="bob", action="approved", run_id=res.run.id,
+                     body={"comment": "", "plan_hash": res.run.plan_hash, "mac": "0" * 64})
+        conn.execute("UPDATE runs SET state = 'queued' WHERE id = %s", (res.run.id,))
+    assert "bob: the approval's MAC does not match" in _refused(ctx, spine_env, res.run.id)
+
+
+def test_request_forged_through_the_bots_own_append_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+    """A whole run forged with the database credentials (row + `requested` + `queued` events) is refused."""
+    real = ctx.service.request("nightly", {}, op(ctx, "alice"))
+    with ctx.db.transaction() as conn:
+        row = conn.execute(
+            "INSERT INTO runs (runbook, state, params, requested_by, source, plan, plan_hash, approvals_required,"
+            " schedule_key) SELECT runbook, 'queued', params, 'scheduler', 'scheduler', plan, plan_hash, 0,"
+            " 'nightly@forged' FROM runs WHERE id = %s RETURNING id", (real.run.id,)).fetchone()
+        assert row is not None
+        forged = int(row["id"])
+        audit.append(conn, actor="scheduler", action="requested", run_id=forged,
+                     body={"runbook": "nightly", "source": "scheduler", "plan_hash": real.run.plan_hash,
+                           "schedule_key": "nightly@forged"})
+    ctx.service.cancel(real.run.id, op(ctx, "alice"))
+    assert "`requested` event's MAC does not match" in _refused(ctx, spine_env, forged)
+
+
 def test_properly_approved_and_scheduled_runs_still_execute(ctx: Context, spine_env: dict[str, str]) -> None:
     """The gate lets an approved run and a preapproved scheduled run through."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
