@@ -16,7 +16,9 @@ Sinks (each optional but the file, which is on by default):
 
 Anchoring is fail-open: a sink that fails is logged, counted (`Anchorer.failures`, /metrics) and shows
 up in `audit verify` as unanchored events; it never blocks or fails a run transition, which has already
-committed when anchoring starts. The file is written synchronously; S3 in a background thread.
+committed when anchoring starts. The file is written synchronously after every transition; S3 from a
+background thread after every final transition and at most once a minute otherwise (the newest head),
+and on exit (flush).
 """
 
 from __future__ import annotations
@@ -197,17 +199,25 @@ class S3Sink:
 
 
 class Anchorer:
-    """Writes the chain head to every sink after a transition commits (fail-open), reads them for verify."""
+    """Writes the chain head to every sink after a transition commits (fail-open), reads them for verify.
+
+    A synchronous sink (the file) is written in the caller's thread. A background sink (S3) gets the
+    newest head through a one-slot mailbox: written at once after a final transition, otherwise at most
+    once per `min_interval` (the newest head then, so nothing is skipped for good), and at once on flush.
+    """
 
     def __init__(self, db: Database, key: bytes, sinks: Iterable[AnchorSink]) -> None:
         self.db, self.key, self.sinks = db, key, list(sinks)
         self.failures = 0
         self.last_error: str | None = None
-        self._last: dict[str, tuple[int, float]] = {}  # sink -> (seq anchored, monotonic time)
+        self._by_source = {s.source: s for s in self.sinks}
+        self._last_seq: dict[str, int] = {}
+        self._last_at: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[int, str, str]] = {}
         self._wake = threading.Condition(self._lock)
+        self._pending: dict[str, tuple[int, str, str, bool]] = {}  # source -> (seq, hash, mac, final)
         self._busy = False
+        self._hurry = 0  # flushes waiting: write pending anchors now
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -228,15 +238,18 @@ class Anchorer:
         now = time.monotonic()
         for sink in self.sinks:
             with self._lock:
-                last_seq, last_at = self._last.get(sink.source, (0, float("-inf")))
-                if seq <= last_seq or (not final and now - last_at < sink.min_interval):
+                if seq <= self._last_seq.get(sink.source, 0):
                     continue
-                self._last[sink.source] = (seq, now)
                 if sink.background:
-                    self._pending[sink.source] = (seq, digest, mac)
+                    earlier = self._pending.get(sink.source)
+                    if earlier is None or earlier[0] < seq:
+                        self._pending[sink.source] = (seq, digest, mac, final or bool(earlier and earlier[3]))
                     self._ensure_thread()
                     self._wake.notify_all()
                     continue
+                if not final and now - self._last_at.get(sink.source, float("-inf")) < sink.min_interval:
+                    continue
+                self._last_seq[sink.source], self._last_at[sink.source] = seq, now
             self._write(sink, seq, digest, mac)
 
     def _write(self, sink: AnchorSink, seq: int, digest: str, mac: str) -> None:
@@ -244,7 +257,8 @@ class Anchorer:
             sink.write(seq, digest, mac)
         except Exception as e:  # noqa: BLE001 - anchoring is fail-open: logged and counted, never raised
             with self._lock:
-                self._last.pop(sink.source, None)  # try again at the next transition
+                if self._last_seq.get(sink.source) == seq:
+                    del self._last_seq[sink.source]  # try again at the next transition
             self._failed(sink.source, e)
 
     def _failed(self, where: str, e: Exception) -> None:
@@ -258,33 +272,51 @@ class Anchorer:
             self._thread = threading.Thread(target=self._loop, name="audit-anchor", daemon=True)
             self._thread.start()
 
+    def _next_due(self) -> tuple[str | None, float | None]:
+        """(a pending source to write now, or None; else seconds until the next one is due)."""
+        now, wait = time.monotonic(), None
+        for source, (_, _, _, final) in self._pending.items():
+            due = self._last_at.get(source, float("-inf")) + self._by_source[source].min_interval
+            if final or self._hurry or self._closed or now >= due:
+                return source, None
+            wait = due - now if wait is None else min(wait, due - now)
+        return None, wait
+
     def _loop(self) -> None:
-        by_source = {s.source: s for s in self.sinks}
         while True:
             with self._lock:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
-                if not self._pending:
-                    return
-                source, (seq, digest, mac) = self._pending.popitem()
+                while True:
+                    if self._closed and not self._pending:
+                        return
+                    source, wait = self._next_due()
+                    if source is not None:
+                        break
+                    self._wake.wait(wait)
+                seq, digest, mac, _ = self._pending.pop(source)
+                self._last_seq[source], self._last_at[source] = seq, time.monotonic()
                 self._busy = True
             try:
-                self._write(by_source[source], seq, digest, mac)
+                self._write(self._by_source[source], seq, digest, mac)
             finally:
                 with self._lock:
                     self._busy = False
                     self._wake.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until background anchors are written (True) or `timeout` passes (False)."""
+        """Write pending background anchors now; True once written (or failed), False after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None or not self._thread.is_alive():
-                    return not (self._pending or self._busy)
-                self._wake.wait(left)
-        return True
+            self._hurry += 1
+            self._wake.notify_all()
+            try:
+                while self._pending or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._thread is None or not self._thread.is_alive():
+                        return False
+                    self._wake.wait(left)
+                return True
+            finally:
+                self._hurry -= 1
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
