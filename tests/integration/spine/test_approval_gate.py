@@ -8,7 +8,7 @@ import pytest
 from bot.app import Context
 from bot.domain.runs import RunState
 from bot.storage import audit
-from tests.integration.conftest import drain, op, ran
+from tests.integration.conftest import cli, drain, op, ran
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,20 @@ def test_row_set_to_queued_by_hand_is_refused(ctx: Context, spine_env: dict[str,
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     _sql(ctx, "UPDATE runs SET state = 'queued' WHERE id = %s", res.run.id)
     assert "needs 1 approval(s)" in _refused(ctx, spine_env, res.run.id)
+
+
+def test_worker_command_refuses_a_hand_queued_run_and_verify_stays_intact(ctx: Context,
+                                                                          spine_env: dict[str, str]) -> None:
+    """`runbook-bot worker --once` refuses the hand-queued run; `audit verify` exits 0 and records the refusal."""
+    res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
+    _sql(ctx, "UPDATE runs SET state = 'queued' WHERE id = %s", res.run.id)
+    work = cli(spine_env, "worker", "--once")
+    assert work.returncode == 0, work.stderr
+    run = ctx.service.get(res.run.id)
+    assert run.state is RunState.FAILED and run.error is not None
+    assert run.error.startswith("refused: not approved: needs 1 approval(s)"), run.error
+    assert ran(spine_env) == []
+    assert cli(spine_env, "audit", "verify").returncode == 0
 
 
 def test_forged_approvals_row_without_audit_event_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
