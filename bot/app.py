@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.catalog_files import load_catalog
@@ -11,8 +12,18 @@ from bot.config import Settings, load_directory
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
 from bot.service import RunService
-from bot.storage.database import Database, database_url, migrate
+from bot.storage.anchors import Anchorer, sinks_from_settings
+from bot.storage.database import (
+    Database,
+    current_role,
+    embedded_database_url,
+    ensure_embedded_runtime_role,
+    migrate,
+    ownership_warning,
+)
 from bot.storage.keys import Keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -20,6 +31,7 @@ class Context:
     settings: Settings
     db: Database
     service: RunService
+    warnings: list[str] = field(default_factory=list)  # operator warnings (serve/worker and audit verify show them)
 
     def worker_pool(self, size: int | None = None) -> WorkerPool:
         s = self.settings
@@ -27,6 +39,8 @@ class Context:
                           heartbeat_seconds=s.heartbeat_seconds, stale_after_seconds=s.stale_after_seconds)
 
     def close(self) -> None:
+        if self.service.anchors is not None:
+            self.service.anchors.close()  # background anchors (S3) get a bounded chance to finish
         self.db.close()
 
 
@@ -42,15 +56,47 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     settings = settings or Settings.from_env()
     catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
     directory = load_directory(settings.config_file)
-    keys = Keys.load(settings.home)
-    db = Database(database_url(settings.database_url, settings.home), max_size=pool_size)
-    try:
-        migrate(db)
-    except Exception:
-        db.close()
-        raise
+    # The key of the environment the settings came from (signing events with another key than the
+    # worker's would get every run refused by the approval check).
+    keys = Keys.load(settings.home, {"RUNBOOK_BOT_SECRET_KEY": settings.secret_key} if settings.secret_key else None)
+    sinks = sinks_from_settings(settings.audit_anchor_file, settings.audit_anchor_s3)
+    db, warnings = open_database(settings, pool_size=pool_size)
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
                            ansible_config=_ansible_config(settings.playbooks_dir))
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
-                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory)
-    return Context(settings, db, service)
+                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
+                         anchors=Anchorer(db, keys.anchor_hmac, sinks))
+    return Context(settings, db, service, warnings)
+
+
+def open_database(settings: Settings, *, pool_size: int = 8) -> tuple[Database, list[str]]:
+    """The runtime pool, after migrations ran as the owner role (two roles: README, 'Database roles').
+
+    Embedded default: the embedded superuser migrates, the bot connects as a login role that owns
+    nothing. DATABASE_URL alone: migrations run over it, as before, with a warning when that role owns
+    the tables; with RUNBOOK_BOT_MIGRATION_URL too, migrations run there and DATABASE_URL's role gets
+    only the privileges the bot needs.
+    """
+    owner_url = settings.migration_url
+    if settings.database_url:
+        runtime_url = settings.database_url
+    else:
+        owner_url = embedded_database_url(settings.home)
+        runtime_url = ensure_embedded_runtime_role(settings.home, owner_url)
+    db = Database(runtime_url, max_size=pool_size)
+    warnings: list[str] = []
+    try:
+        if owner_url is None:
+            migrate(db)
+        else:
+            setting = "RUNBOOK_BOT_MIGRATION_URL" if settings.database_url else "the embedded database"
+            with Database(owner_url, min_size=1, max_size=1, setting=setting) as owner:
+                migrate(owner, runtime_role=current_role(db))
+        warning = ownership_warning(db)
+    except Exception:
+        db.close()
+        raise
+    if warning is not None:
+        log.info("%s", warning)
+        warnings.append(warning)
+    return db, warnings

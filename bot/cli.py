@@ -282,13 +282,22 @@ def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_audit(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     if args.audit_verb == "verify":
-        res = audit.verify(ctx.db)
+        anchors = ctx.service.anchors.read_all() if ctx.service.anchors is not None else []  # before the scan
+        res = audit.verify(ctx.db, anchors)
+        warnings = [*ctx.warnings, *res.warnings]
         if args.json:
-            _print_json(res.as_json(), out)
-        elif res.ok:
-            out.write(f"audit chain intact: {res.events} events\n")
+            _print_json({**res.as_json(), "warnings": warnings}, out)
         else:
-            out.write(f"audit chain BROKEN at event {res.bad_seq}: {res.reason}\n")
+            if res.ok:
+                anchored = ", ".join(f"{a.source} ({a.anchors}, last event {a.last_seq})"
+                                     for a in res.anchors if a.anchors) or "none"
+                out.write(f"audit chain intact: {res.events} events; anchors checked: {anchored}\n")
+            elif res.bad_seq is None:
+                out.write(f"audit trail BROKEN: {res.reason}\n")
+            else:
+                out.write(f"audit chain BROKEN at event {res.bad_seq}: {res.reason}\n")
+            for warning in warnings:
+                out.write(f"warning: {warning}\n")
         return 0 if res.ok else 1
     target = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
@@ -340,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx: Context | None = None
     try:
         ctx = build()
+        if args.verb in ("serve", "worker", "scheduler"):
+            for warning in ctx.warnings:
+                sys.stderr.write(f"runbook-bot: warning: {warning}\n")
         return _COMMANDS[args.verb](ctx, args, sys.stdout)
     except RunbookBotError as e:
         sys.stderr.write(f"runbook-bot: error: {e}\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,10 @@ class Settings:
     slack_app_token: str | None = None
     slack_api_url: str | None = None
     slack_approval_channel: str | None = None
+    migration_url: str | None = None        # owner role for migrations (DATABASE_URL is the runtime role)
+    audit_anchor_file: Path | None = None   # append-only anchor file (default: RUNBOOK_BOT_HOME/audit-anchors)
+    audit_anchor_s3: str | None = None      # s3://bucket/prefix with Object Lock
+    secret_key: str | None = field(default=None, repr=False)  # RUNBOOK_BOT_SECRET_KEY of the same environment
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +77,10 @@ class Settings:
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
             slack_api_url=env.get("SLACK_API_URL") or None,
             slack_approval_channel=env.get("SLACK_APPROVAL_CHANNEL") or None,
+            migration_url=env.get("RUNBOOK_BOT_MIGRATION_URL") or None,
+            audit_anchor_file=Path(env.get("RUNBOOK_BOT_AUDIT_ANCHOR_FILE") or home / "audit-anchors").expanduser(),
+            audit_anchor_s3=env.get("RUNBOOK_BOT_AUDIT_ANCHOR_S3") or None,
+            secret_key=env.get("RUNBOOK_BOT_SECRET_KEY") or None,
         )
 
     @property

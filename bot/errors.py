@@ -11,7 +11,8 @@
     │   ├── NotAnApprover
     │   ├── SelfApproval
     │   ├── AlreadyDecided          this approver already approved/denied
-    │   └── UnknownOperator         the identity maps to no operator
+    │   ├── UnknownOperator         the identity maps to no operator
+    │   └── NotApproved             a run about to execute lacks the approvals its policy needs
     ├── RunStateError               the run is not in a state that allows this
     │   ├── RunNotFound
     │   ├── RequestExpired
@@ -72,6 +73,10 @@ class AlreadyDecided(PolicyError):
 
 
 class UnknownOperator(PolicyError):
+    pass
+
+
+class NotApproved(PolicyError):
     pass
 
 

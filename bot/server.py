@@ -103,6 +103,8 @@ def metrics_text(ctx: Context, ack_latency: Histogram) -> str:
               "# TYPE runbook_bot_queue_depth gauge",
               f"runbook_bot_queue_depth {counts.get(RunState.QUEUED.value, 0)}"]
     lines += ack_latency.lines()
+    if ctx.service.anchors is not None:
+        lines += ctx.service.anchors.metrics()
     try:
         lines += scheduler_metrics(ctx)
     except Exception:

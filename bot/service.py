@@ -20,10 +20,19 @@ from bot.domain.catalog import Catalog, Runbook
 from bot.domain.ids import RunId
 from bot.domain.params import lock_key, validate_params
 from bot.domain.plan import Plan, protected_params
-from bot.domain.policy import Directory, Operator, SlackGroups, cancel_allowed, check_decision, check_request
+from bot.domain.policy import (
+    Directory,
+    Operator,
+    SlackGroups,
+    cancel_allowed,
+    check_decision,
+    check_execution,
+    check_request,
+)
 from bot.domain.runs import RUNNER_STATUS, Run, RunState
 from bot.errors import (
     LockHeld,
+    NotApproved,
     PlanError,
     PolicyError,
     RequestExpired,
@@ -34,6 +43,7 @@ from bot.errors import (
 from bot.execution.redaction import Redactor
 from bot.execution.runner import AnsibleRunner, Job, Outcome, Progress
 from bot.storage import runs as repo
+from bot.storage.anchors import Anchorer
 from bot.storage.database import Database
 from bot.storage.keys import Keys
 
@@ -70,6 +80,7 @@ class RunService:
     slack_groups: SlackGroups | None = None
     run_listeners: list[RunListener] = field(default_factory=list)
     progress_listeners: list[ProgressListener] = field(default_factory=list)
+    anchors: Anchorer | None = None  # copies the audit head outside PostgreSQL after each transition
 
     # ----------------------------------------------------------------- queries
     def runbook(self, name: str) -> Runbook:
@@ -150,6 +161,7 @@ class RunService:
                 reason=reason, source=source, plan=plan.as_dict(), plan_hash=plan.hash, lock_key=key,
                 approvals_required=required, ttl_seconds=runbook.approval.ttl_seconds, notify=dict(notify or {}),
                 secret_blob=self.keys.seal(secret_values) if secret_values else None, schedule_key=schedule_key,
+                event_key=self.keys.event_mac_key,
             )
             run = repo.get_run(conn, run_id)
         self._emit(run, "requested")
@@ -184,7 +196,7 @@ class RunService:
                 runbook = self.catalog.get(run.runbook)
                 check_decision(self.directory, runbook, run.requested_by, actor,
                                [a.approver for a in run.approvals], self.slack_groups)
-                repo.record_decision(conn, run, actor.name, decision, comment)
+                repo.record_decision(conn, run, actor.name, decision, comment, event_key=self.keys.event_mac_key)
                 if decision == "deny":
                     run = repo.transition(conn, run, RunState.DENIED, actor=actor.name,
                                           body={"comment": comment})
@@ -268,6 +280,7 @@ class RunService:
     def _execute(self, run: Run, blob: bytes | None, should_cancel: Callable[[], bool]) -> Run:
         try:
             runbook = self.catalog.get(run.runbook)
+            self._check_approved(run, runbook)
             values = dict(run.params)
             if blob is not None:
                 values.update(self.keys.open(blob))
@@ -288,12 +301,21 @@ class RunService:
 
             outcome = self.runner.run(self._job(runbook, values, ident=str(run.id), check=False, run_id=run.id),
                                       on_progress=relay, should_cancel=should_cancel)
+        except NotApproved as e:
+            return self._finish(run, RunState.FAILED, error=f"refused: {e}", body={"refused": "not_approved"})
         except RunbookBotError as e:
             return self._finish(run, RunState.FAILED, error=str(e))
         except Exception as e:
             log.exception("run %s crashed in the worker", run.id)
             return self._finish(run, RunState.FAILED, error=f"internal error: {type(e).__name__}")
         return self._record_outcome(run, outcome, redactor)
+
+    def _check_approved(self, run: Run, runbook: Runbook) -> None:
+        """Raise NotApproved unless the tables AND the audit chain show the approvals the runbook's current
+        policy needs (a row set to `queued` by hand, or a forged approvals row, is refused here)."""
+        with self.db.transaction() as conn:
+            record = repo.approval_record(conn, run, self.keys.event_mac_key)
+        check_execution(self.directory, runbook, record, self.slack_groups)
 
     def _record_outcome(self, run: Run, outcome: Outcome, redactor: Redactor) -> Run:
         state = RUNNER_STATUS.get(outcome.status, RunState.FAILED)
@@ -313,6 +335,12 @@ class RunService:
 
     # ----------------------------------------------------------------- events
     def _emit(self, run: Run, event: str) -> None:
+        """After a transition committed: anchor the audit head (fail-open), then tell the listeners."""
+        if self.anchors is not None:
+            try:
+                self.anchors.after_commit(final=run.state.terminal)
+            except Exception:
+                log.exception("audit anchoring failed after run %s (%s); the run is unaffected", run.id, event)
         for listener in self.run_listeners:
             try:
                 listener(run, event)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.catalog import Runbook
@@ -16,6 +17,8 @@ from bot.errors import (
     AlreadyDecided,
     NotAllowedToRequest,
     NotAnApprover,
+    NotApproved,
+    PolicyError,
     SelfApproval,
     UnknownOperator,
 )
@@ -106,3 +109,99 @@ def cancel_allowed(directory: Directory, runbook: Runbook, requester: str, actor
                    slack: SlackGroups | None = None) -> bool:
     """The requester or any approver of the runbook may cancel a run."""
     return actor.name == requester or directory.in_any(actor, runbook.approval.approvers, slack)
+
+
+@dataclass(frozen=True)
+class RecordedApproval:
+    """One `approved` event as the audit chain recorded it."""
+
+    approver: str
+    plan_hash: str
+    at: datetime
+    mac_ok: bool = True  # the event's MAC (key outside the database) matched
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """What the stores say about a run's approvals, gathered by the worker just before it executes the run.
+
+    `requester`, `requested_at`, `requested_plan_hash` and `requested_by_scheduler` come from the audit
+    chain's `requested` event; the `row_*` fields and `table_approvers` from the runs and approvals tables.
+    """
+
+    requester: str | None
+    requested_at: datetime | None
+    requested_plan_hash: str | None
+    requested_by_scheduler: bool
+    row_requester: str
+    row_plan_hash: str
+    row_scheduled: bool
+    table_approvers: frozenset[str]
+    audited: tuple[RecordedApproval, ...]
+    denied: bool
+    requested_mac_ok: bool = True  # the `requested` event's MAC (key outside the database) matched
+
+
+def check_execution(directory: Directory, runbook: Runbook, record: ApprovalRecord,
+                    slack: SlackGroups | None = None) -> None:
+    """Raise NotApproved unless the run may execute under the runbook's CURRENT policy.
+
+    An approval counts only when its audit event carries a valid MAC (a key the database does not hold,
+    so holding the database credentials is not enough to forge one), both the approvals table and the
+    audit chain hold it, it approved this
+    run's plan hash, it came before the request's ttl ran out, and `check_decision` (distinct, eligible,
+    not the requester unless allowed) accepts its approver. The count is the runbook's `approval.required`,
+    never the run row's copy; a scheduled run needs none when the runbook says `scheduled: preapproved`
+    and both the trail and the row say the scheduler requested it.
+    """
+    def refuse(why: str) -> NotApproved:
+        return NotApproved(f"not approved: {why}")
+
+    if record.requester is None or record.requested_at is None:
+        raise refuse("the audit trail has no `requested` event for this run")
+    if not record.requested_mac_ok:
+        raise refuse("the `requested` event's MAC does not match: it was not written by this bot (or under "
+                     "another RUNBOOK_BOT_SECRET_KEY); request the run again")
+    if record.requester != record.row_requester:
+        raise refuse(f"the run row names {record.row_requester} as requester, the audit trail {record.requester}")
+    if record.requested_plan_hash != record.row_plan_hash:
+        raise refuse("the run row's plan hash differs from the one recorded when it was requested")
+    if record.denied:
+        raise refuse("it was denied")
+    policy = runbook.approval
+    if policy.required == 0:
+        return
+    if policy.scheduled_preapproved and runbook.schedule and record.row_scheduled and record.requested_by_scheduler:
+        return
+    deadline = record.requested_at + timedelta(seconds=policy.ttl_seconds)
+    valid: list[str] = []
+    problems: list[str] = []
+    for approval in record.audited:
+        name = approval.approver
+        if not approval.mac_ok:
+            problems.append(f"{name}: the approval's MAC does not match (not written by this bot)")
+            continue
+        if name not in record.table_approvers:
+            problems.append(f"{name}: in the audit trail but not in the approvals table")
+            continue
+        if approval.plan_hash != record.row_plan_hash:
+            problems.append(f"{name}: approved another plan ({approval.plan_hash[:12]})")
+            continue
+        if approval.at > deadline:
+            problems.append(f"{name}: approved after the approval window (ttl) closed")
+            continue
+        try:
+            check_decision(directory, runbook, record.requester, directory.operator(name), valid, slack)
+        except AlreadyDecided:
+            continue  # the same person twice counts once
+        except PolicyError as e:
+            problems.append(str(e))
+            continue
+        valid.append(name)
+    audited = {a.approver for a in record.audited}
+    problems += [f"{name}: in the approvals table but not in the audit trail"
+                 for name in sorted(record.table_approvers - audited)]
+    if len(valid) < policy.required:
+        detail = f" ({'; '.join(problems)})" if problems else ""
+        raise refuse(f"needs {policy.required} approval(s) under the runbook's current policy, "
+                     f"has {len(valid)} valid{detail}")

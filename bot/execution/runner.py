@@ -163,6 +163,7 @@ class _EventCollector:
 
 _WITHHELD_ENV = (
     "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "RUNBOOK_BOT_SECRET_KEY", "DATABASE_URL",
+    "RUNBOOK_BOT_MIGRATION_URL",  # the owner role's credentials: a playbook must never see them
 )
 
 

@@ -10,15 +10,18 @@ The document is built by an inline expression of pg_catalog builtins (never a st
 superuser could swap), both when appending and when verifying; `audit export` carries the exact document
 text, so an outside verifier can recompute the chain without PostgreSQL.
 
-The database refuses UPDATE/DELETE/TRUNCATE on audit_events; `verify` catches what a superuser who
-disabled the triggers could still do (edit, delete, insert, reorder).
+The database refuses UPDATE/DELETE/TRUNCATE on audit_events (and the runtime role, owning nothing, cannot
+switch that off). A chain alone only catches a careless rewrite: whoever can disable the triggers can
+also recompute every later hash and move the head. `verify` therefore also compares the chain with the
+anchors (bot.storage.anchors): (seq, hash) pairs kept outside PostgreSQL under a key it does not hold.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from bot.storage.anchors import AnchorRead
 from bot.storage.database import Conn, Database
 
 GENESIS = "0" * 64
@@ -122,59 +126,131 @@ def append_many(conn: Conn, events: list[tuple[str, str, int | None, dict[str, A
 
 
 @dataclass(frozen=True)
+class AnchorCheck:
+    """How the chain compared with one anchor sink."""
+
+    source: str
+    anchors: int
+    last_seq: int | None
+    ok: bool
+    problem: str = ""
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"source": self.source, "anchors": self.anchors, "last_anchored_seq": self.last_seq,
+                "ok": self.ok, "problem": self.problem or None, "unreachable": self.error}
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     events: int
     bad_seq: int | None = None
     reason: str = ""
+    anchors: tuple[AnchorCheck, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events": self.events, "first_bad_event": self.bad_seq, "reason": self.reason}
+        return {"ok": self.ok, "events": self.events, "first_bad_event": self.bad_seq, "reason": self.reason,
+                "anchors": [a.as_json() for a in self.anchors], "warnings": list(self.warnings)}
 
 
-def _rows(db: Database, sql: str, batch: int = 10000) -> Iterator[tuple[Any, ...]]:
+@contextmanager
+def _snapshot(db: Database) -> Iterator[Conn]:
+    """One REPEATABLE READ transaction: the chain scan and the head read see the same moment."""
     with db.pool.connection() as conn, conn.transaction():
-        with conn.cursor(name="audit_scan", row_factory=psycopg.rows.tuple_row) as cur:
-            cur.itersize = batch
-            cur.execute(sql)
-            yield from cur
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield conn
+
+
+def _rows(conn: Conn, sql: str, batch: int = 10000) -> Iterator[tuple[Any, ...]]:
+    with conn.cursor(name="audit_scan", row_factory=psycopg.rows.tuple_row) as cur:
+        cur.itersize = batch
+        cur.execute(sql)
+        yield from cur
 
 
 _SCAN = f"SELECT seq, prev_hash, hash, {DOCUMENT_OF_ROW} FROM audit_events ORDER BY seq"
 
 
-def verify(db: Database) -> VerifyResult:
-    """Recompute the whole chain; report the first event that does not fit."""
+def verify(db: Database, anchors: Sequence[AnchorRead] = ()) -> VerifyResult:
+    """Recompute the whole chain; report the first event that does not fit, then compare it with every
+    anchor read beforehand (read anchors BEFORE calling this, so none is newer than the chain scanned)."""
+    wanted: dict[int, str] = {a.seq: a.hash for read in anchors for a in read.anchors}
+    seen: dict[int, str] = {}
     prev, expected, count = GENESIS, 1, 0
     sha256 = hashlib.sha256
-    for seq, prev_hash, digest, document in _rows(db, _SCAN):
-        if seq != expected:
-            if seq > expected:
-                return VerifyResult(False, count, expected, f"event {expected} is missing (deleted)")
-            return VerifyResult(False, count, seq, f"event {seq} appears out of order")
-        if prev_hash != prev:
-            return VerifyResult(False, count, seq, f"event {seq} does not link to event {seq - 1} "
-                                "(an event was inserted, deleted or reordered before it)")
-        if sha256((prev + document).encode("utf-8")).hexdigest() != digest:
-            return VerifyResult(False, count, seq, f"event {seq} was modified: its content does not match its hash")
-        prev, expected, count = digest, expected + 1, count + 1
-    with db.transaction() as conn:
+    with _snapshot(db) as conn:
+        for seq, prev_hash, digest, document in _rows(conn, _SCAN):
+            if seq != expected:
+                if seq > expected:
+                    return VerifyResult(False, count, expected, f"event {expected} is missing (deleted)")
+                return VerifyResult(False, count, seq, f"event {seq} appears out of order")
+            if prev_hash != prev:
+                return VerifyResult(False, count, seq, f"event {seq} does not link to event {seq - 1} "
+                                    "(an event was inserted, deleted or reordered before it)")
+            if sha256((prev + document).encode("utf-8")).hexdigest() != digest:
+                return VerifyResult(False, count, seq,
+                                    f"event {seq} was modified: its content does not match its hash")
+            if seq in wanted:
+                seen[seq] = digest
+            prev, expected, count = digest, expected + 1, count + 1
         head = conn.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
     head_seq = None if head is None else int(head["seq"])
     if head is None or head_seq != count or head["hash"] != prev:
         return VerifyResult(False, count, count + 1 if (head_seq or 0) > count else max(count, 1),
                             f"the chain ends at event {count} but its head records event {head_seq}"
                             " (events were deleted from the end or the head was altered)")
-    return VerifyResult(True, count)
+    return _against_anchors(count, seen, anchors)
+
+
+def _against_anchors(count: int, seen: dict[int, str], reads: Sequence[AnchorRead]) -> VerifyResult:
+    checks: list[AnchorCheck] = []
+    warnings: list[str] = []
+    failures: list[tuple[int, str]] = []  # (seq, reason); the lowest seq is reported
+    for read in reads:
+        problem = ""
+        if read.tampered:
+            problem = read.tampered[0] + (f" (and {len(read.tampered) - 1} more)" if len(read.tampered) > 1 else "")
+            failures.append((0, f"anchor {problem}"))
+        beyond = max((a for a in read.anchors if a.seq > count), key=lambda x: x.seq, default=None)
+        if beyond is not None:
+            why = (f"the chain ends at event {count} but anchor {beyond.where} records event {beyond.seq}: "
+                   "events were removed from the end (and the head moved back)")
+            failures.append((count + 1, why))
+            problem = problem or why
+        for a in sorted(read.anchors, key=lambda x: x.seq):
+            if a.seq <= count and seen.get(a.seq) != a.hash:
+                why = (f"event {a.seq} differs from anchor {a.where} (anchored {a.hash[:16]}…, chain has "
+                       f"{(seen.get(a.seq) or '?')[:16]}…): the chain was rewritten at or before event {a.seq}")
+                failures.append((a.seq, why))
+                problem = problem or why
+                break
+        last = max((a.seq for a in read.anchors), default=None)
+        checks.append(AnchorCheck(read.source, len(read.anchors), last, not problem and read.error is None,
+                                  problem, read.error))
+        if read.error:
+            warnings.append(f"anchors at {read.source} could not be read: {read.error}")
+        warnings += [f"{read.source}: {n}" for n in read.notes]
+    anchored = max((c.last_seq or 0 for c in checks), default=0)
+    if reads and count > anchored:
+        warnings.append(f"{count - anchored} event(s) after event {anchored} are not anchored yet (anchoring "
+                        "failed or has not run since): a rewrite of those would not be detected")
+    if failures:
+        seq, why = min(failures, key=lambda f: (f[0] == 0, f[0]))  # chain failures before bad entries
+        return VerifyResult(False, count, seq or None, why, tuple(checks), tuple(warnings))
+    return VerifyResult(True, count, anchors=tuple(checks), warnings=tuple(warnings))
 
 
 def export(db: Database) -> Iterator[str]:
     """Every event as one JSON line, in chain order, with the exact document text that was hashed."""
     sql = ("SELECT seq, at, run_id, actor, action, body, prev_hash, hash, "
            f"{DOCUMENT_OF_ROW} FROM audit_events ORDER BY seq")
-    for seq, at, run_id, actor, action, body, prev_hash, digest, document in _rows(db, sql):
-        yield json.dumps({"seq": seq, "at": at.isoformat(), "run_id": run_id, "actor": actor, "action": action,
-                          "body": body, "prev_hash": prev_hash, "hash": digest, "document": document},
+    with _snapshot(db) as conn:
+        for seq, at, run_id, actor, action, body, prev_hash, digest, document in _rows(conn, sql):
+                yield json.dumps({"seq": seq, "at": at.isoformat(), "run_id": run_id, "actor": actor,
+                              "action": action, "body": body, "prev_hash": prev_hash, "hash": digest,
+                              "document": document},
                          sort_keys=True, ensure_ascii=False)
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -63,6 +66,49 @@ def embedded_database_url(home: Path) -> str:
     return str(server.get_uri("runbook_bot"))
 
 
+EMBEDDED_RUNTIME_ROLE = "runbook_bot_runtime"
+
+
+def ensure_embedded_runtime_role(home: Path, owner_url: str) -> str:
+    """Create (or refresh) the embedded database's runtime login role; return its URL.
+
+    The embedded superuser stays the owner (migrations run as it); the bot itself connects as this role,
+    which owns nothing. Its password is kept in `home/db-runtime.password` (0600): it is checked whenever
+    the server's authentication asks for one (scram/md5), and harmless where it does not (trust).
+    """
+    path = home / "db-runtime.password"
+    new_password = False
+    if not path.exists():
+        tmp = home / f".db-runtime.password.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+        try:
+            os.link(tmp, path)  # publish whole: a concurrent command never reads a half-written file
+            new_password = True
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    password = path.read_text().strip()
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s",
+                              (EMBEDDED_RUNTIME_ROLE,)).fetchone() is not None
+        if not exists:
+            try:
+                conn.execute(pgsql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    pgsql.Identifier(EMBEDDED_RUNTIME_ROLE), pgsql.Literal(password)))
+            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                pass  # another command created it at the same moment (with the same password file)
+        elif new_password:  # the password file was lost: give the role the new one
+            conn.execute(pgsql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                pgsql.Identifier(EMBEDDED_RUNTIME_ROLE), pgsql.Literal(password)))
+    parts = urlsplit(owner_url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{EMBEDDED_RUNTIME_ROLE}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def stop_embedded(home: Path) -> None:
     """Stop the embedded PostgreSQL under `home`, if it runs (it otherwise outlives the command)."""
     pgdata = home / "pgdata"
@@ -80,7 +126,8 @@ def database_url(configured: str | None, home: Path) -> str:
 class Database:
     """A connection pool; `transaction()` commits on success and rolls back on any exception."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0,
+                 setting: str = "DATABASE_URL") -> None:
         self.url = url
         self.pool: ConnectionPool[Conn] = ConnectionPool(
             url, min_size=min_size, max_size=max_size, open=False, timeout=timeout,
@@ -97,7 +144,7 @@ class Database:
             self.pool.close()
             raise StorageError(
                 f"database down: cannot connect to {redact_url(url)} ({detail}); start PostgreSQL or fix "
-                "DATABASE_URL (unset it to use the embedded database)"
+                + ("DATABASE_URL (unset it to use the embedded database)" if setting == "DATABASE_URL" else setting)
             ) from None
 
     def _probe(self, timeout: float) -> str | None:
@@ -137,15 +184,30 @@ def migrations() -> list[tuple[str, str]]:
     return sorted((p.name.removesuffix(".sql"), p.read_text()) for p in folder.iterdir() if p.name.endswith(".sql"))
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply pending migrations (serialized across processes); returns the versions applied."""
+def migrate(db: Database, *, runtime_role: str | None = None) -> list[str]:
+    """Apply pending migrations (serialized across processes); returns the versions applied.
+
+    With `runtime_role` (db connects as the owner), that role is then given only what the bot needs on
+    every table, including tables of later migrations (migration 0003, `runbook_bot_grant_runtime`).
+    """
+    try:
+        return _migrate(db, runtime_role)
+    except psycopg.errors.InsufficientPrivilege as e:
+        first = str(e).strip().splitlines()[0]
+        raise StorageError(f"migrations need the tables' owner ({first}): set RUNBOOK_BOT_MIGRATION_URL to "
+                           "the owner role (README, 'Database roles')") from None
+
+
+def _migrate(db: Database, runtime_role: str | None) -> list[str]:
     applied: list[str] = []
     with db.transaction() as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        exists = conn.execute("SELECT pg_catalog.to_regclass('schema_migrations') IS NOT NULL AS x").fetchone()
+        if exists is None or not exists["x"]:  # (IF NOT EXISTS would still need CREATE on the schema)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
         for version, sql in migrations():
             if version in done:
@@ -154,4 +216,32 @@ def migrate(db: Database) -> list[str]:
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied.append(version)
             log.info("applied migration %s", version)
+        if runtime_role is not None:
+            me = conn.execute("SELECT current_user AS me").fetchone()
+            if me is not None and me["me"] != runtime_role:
+                conn.execute("SELECT runbook_bot_grant_runtime(%s)", (runtime_role,))
     return applied
+
+
+def current_role(db: Database) -> str:
+    with db.transaction() as conn:
+        row = conn.execute("SELECT current_user AS me").fetchone()
+    assert row is not None
+    return str(row["me"])
+
+
+def ownership_warning(db: Database) -> str | None:
+    """A warning when db's role owns the audit tables or is a superuser (it could disable the triggers)."""
+    with db.transaction() as conn:
+        row = conn.execute(
+            "SELECT current_user AS me, r.rolsuper AS su,"
+            " pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') AS owns"
+            " FROM pg_catalog.pg_roles r, pg_catalog.pg_class c"
+            " WHERE r.rolname = current_user AND c.oid = pg_catalog.to_regclass('audit_events')"
+        ).fetchone()
+    if row is None or not (row["su"] or row["owns"]):
+        return None
+    what = "is a superuser" if row["su"] else "owns the tables"
+    return (f"the runtime database role {row['me']!r} {what}: it could disable the audit triggers; set "
+            "RUNBOOK_BOT_MIGRATION_URL to the owner role and give DATABASE_URL a role that owns nothing "
+            "(README, 'Database roles')")

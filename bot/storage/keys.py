@@ -1,5 +1,6 @@
 """Keys: one master key (env RUNBOOK_BOT_SECRET_KEY, or a 0600 file under RUNBOOK_BOT_HOME) from which
-the Fernet key for run secrets and the HMAC key for audit digests are derived.
+the Fernet key for run secrets, the HMAC key for audit digests and the MAC key of audit anchors are
+derived.
 
 Several workers sharing one database must share the key: set RUNBOOK_BOT_SECRET_KEY on all of them.
 """
@@ -50,6 +51,17 @@ class Keys:
     def audit_hmac(self) -> bytes:
         return self._derive("audit-hmac")
 
+    @property
+    def event_mac_key(self) -> bytes:
+        """MACs the `requested` and `approved` audit events, so the worker can tell them from events forged
+        by someone who holds only the database credentials (bot.storage.runs.approval_record)."""
+        return self._derive("audit-event-mac")
+
+    @property
+    def anchor_hmac(self) -> bytes:
+        """MACs audit anchors (bot.storage.anchors): the database never sees it."""
+        return self._derive("audit-anchor")
+
     def _fernet(self) -> Fernet:
         return Fernet(base64.urlsafe_b64encode(self._derive("run-secrets")))
 
@@ -65,3 +77,9 @@ class Keys:
                 "from the requester's"
             ) from None
         return data
+
+
+def event_mac(key: bytes, action: str, run_id: int, *fields: object) -> str:
+    """The MAC of one `requested`/`approved` event's meaning (run, actor, plan hash, ...)."""
+    text = "|".join(["runbook-bot event v1", action, str(run_id), *("" if f is None else str(f) for f in fields)])
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()

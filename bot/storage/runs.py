@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,10 +11,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bot.domain.ids import RunId
+from bot.domain.policy import ApprovalRecord, RecordedApproval
 from bot.domain.runs import ACTION_FOR_STATE, Approval, Run, RunState, can_transition
 from bot.errors import LockHeld, RunNotFound, RunStateError
 from bot.storage import audit
 from bot.storage.database import Conn
+from bot.storage.keys import event_mac
 
 _COLUMNS = (
     "id, runbook, state, params, requested_by, reason, source, plan, plan_hash, lock_key, approvals_required,"
@@ -36,7 +39,8 @@ def _run(row: dict[str, Any], approvals: Sequence[Approval] = ()) -> Run:
 def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, Any], requested_by: str,
                reason: str, source: str, plan: dict[str, Any], plan_hash: str, lock_key: str | None,
                approvals_required: int, ttl_seconds: int, notify: dict[str, Any],
-               secret_blob: bytes | None, schedule_key: str | None = None) -> RunId:
+               secret_blob: bytes | None, schedule_key: str | None = None,
+               event_key: bytes | None = None) -> RunId:
     """Insert a new run and its audit events; raise LockHeld when the lock key is taken."""
     try:
         with conn.transaction():  # a savepoint: a lock conflict leaves the outer transaction usable
@@ -62,6 +66,10 @@ def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, A
         conn.execute("INSERT INTO run_secrets (run_id, ciphertext) VALUES (%s, %s)", (run_id, secret_blob))
     body = {"runbook": runbook, "params": params, "reason": reason, "source": source, "plan_hash": plan_hash,
             "lock": lock_key, "approvals_required": approvals_required}
+    if schedule_key is not None:
+        body["schedule_key"] = schedule_key
+    if event_key is not None:
+        body["mac"] = event_mac(event_key, "requested", run_id, requested_by, plan_hash, source, schedule_key)
     events: list[tuple[str, str, int | None, dict[str, Any]]] = [(requested_by, "requested", run_id, body)]
     if state is RunState.QUEUED:
         events.append((requested_by, "queued", run_id, {"outcome": "queued", "why": "no approval required"}))
@@ -140,14 +148,53 @@ def transition(conn: Conn, run: Run, dst: RunState, *, actor: str, body: dict[st
     return _run(row, run.approvals)
 
 
-def record_decision(conn: Conn, run: Run, approver: str, decision: str, comment: str) -> None:
+def record_decision(conn: Conn, run: Run, approver: str, decision: str, comment: str,
+                    event_key: bytes | None = None) -> None:
     conn.execute(
         "INSERT INTO approvals (run_id, approver, decision, comment) VALUES (%s, %s, %s, %s)",
         (run.id, approver, decision, comment),
     )
     if decision == "approve":
-        audit.append(conn, actor=approver, action="approved", run_id=run.id,
-                     body={"comment": comment, "plan_hash": run.plan_hash})
+        body = {"comment": comment, "plan_hash": run.plan_hash}
+        if event_key is not None:
+            body["mac"] = event_mac(event_key, "approved", run.id, approver, run.plan_hash)
+        audit.append(conn, actor=approver, action="approved", run_id=run.id, body=body)
+
+
+def approval_record(conn: Conn, run: Run, event_key: bytes) -> ApprovalRecord:
+    """The run's approvals as the runs/approvals tables and the audit chain each hold them (read fresh);
+    each `requested`/`approved` event's MAC is checked with `event_key` (which the database never holds)."""
+    row = conn.execute("SELECT requested_by, plan_hash, source, schedule_key FROM runs WHERE id = %s",
+                       (run.id,)).fetchone()
+    if row is None:
+        raise RunNotFound(f"no run {run.id}")
+    decisions = approvals_for(conn, run.id)
+    events = audit.events_for_run(conn, run.id)
+    requested = next((e for e in events if e.action == "requested"), None)
+    req_body = requested.body if requested is not None else {}
+    key = row["schedule_key"]
+    by_scheduler = (requested is not None and req_body.get("source") == "scheduler"
+                    and req_body.get("schedule_key") == key)
+
+    def mac_ok(given: Any, action: str, *fields: object) -> bool:
+        return isinstance(given, str) and hmac.compare_digest(given, event_mac(event_key, action, run.id, *fields))
+
+    return ApprovalRecord(
+        requester=requested.actor if requested is not None else None,
+        requested_at=requested.at if requested is not None else None,
+        requested_plan_hash=str(req_body.get("plan_hash")) if requested is not None else None,
+        requested_by_scheduler=by_scheduler,
+        requested_mac_ok=requested is not None and mac_ok(
+            req_body.get("mac"), "requested", requested.actor, req_body.get("plan_hash"), req_body.get("source"),
+            req_body.get("schedule_key")),
+        row_requester=row["requested_by"], row_plan_hash=row["plan_hash"],
+        row_scheduled=key is not None and row["source"] == "scheduler",
+        table_approvers=frozenset(a.approver for a in decisions if a.decision == "approve"),
+        audited=tuple(RecordedApproval(e.actor, str(e.body.get("plan_hash", "")), e.at,
+                                       mac_ok(e.body.get("mac"), "approved", e.actor, e.body.get("plan_hash")))
+                      for e in events if e.action == "approved"),
+        denied=any(a.decision == "deny" for a in decisions) or any(e.action == "denied" for e in events),
+    )
 
 
 def secret_blob(conn: Conn, run_id: int) -> bytes | None:

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from bot.domain.catalog import parse_runbook
-from bot.domain.policy import cancel_allowed, check_decision, check_request, may_request
-from bot.errors import AlreadyDecided, ConfigError, NotAllowedToRequest, NotAnApprover, SelfApproval
+from bot.domain.policy import (
+    ApprovalRecord,
+    RecordedApproval,
+    cancel_allowed,
+    check_decision,
+    check_execution,
+    check_request,
+    may_request,
+)
+from bot.errors import (
+    AlreadyDecided,
+    ConfigError,
+    NotAllowedToRequest,
+    NotAnApprover,
+    NotApproved,
+    SelfApproval,
+)
 from bot.testing import StaticSlackGroups, directory
 
 DIR = directory({
@@ -66,3 +84,59 @@ def test_groups_may_only_name_known_operators() -> None:
     """A typo in a group member is a configuration error, not a silent non-match."""
     with pytest.raises(ConfigError, match="groups.sre names 'alcie'"):
         directory({"operators": {"alice": {}}, "groups": {"sre": ["alcie"]}})
+
+
+def _record(audited: list[tuple[str, str, int]], *, table: set[str] | None = None, requester: str = "dan",
+            plan_hash: str = "p1") -> ApprovalRecord:
+    """An approval record: `audited` is (approver, plan hash, seconds after the request)."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = tuple(RecordedApproval(a, h, t0 + timedelta(seconds=s)) for a, h, s in audited)
+    return ApprovalRecord(
+        requester=requester, requested_at=t0, requested_plan_hash=plan_hash, requested_by_scheduler=False,
+        row_requester=requester, row_plan_hash=plan_hash, row_scheduled=False,
+        table_approvers=frozenset({a for a, _, _ in audited} if table is None else table), audited=events,
+        denied=False,
+    )
+
+
+QUORUM = parse_runbook({"name": "q", "title": "Q", "playbook": "q.yml",
+                        "approval": {"required": 2, "approvers": ["group:sre", "group:dba"], "ttl": "10m"}},
+                       "", "q.md")
+
+
+def test_execution_needs_the_current_count_of_distinct_valid_approvals() -> None:
+    """Two distinct eligible approvers of this plan, within the ttl, pass; one approver twice does not."""
+    check_execution(DIR, QUORUM, _record([("alice", "p1", 5), ("dan", "p1", 9)], requester="bob"))
+    with pytest.raises(NotApproved, match="needs 2 approval"):
+        check_execution(DIR, QUORUM, _record([("alice", "p1", 5), ("alice", "p1", 9)], requester="bob"))
+
+
+@pytest.mark.parametrize(("audited", "fragment"), [
+    ([("alice", "p1", 5), ("dan", "p2", 9)], "dan: approved another plan"),
+    ([("alice", "p1", 5), ("dan", "p1", 601)], "dan: approved after the approval window"),
+    ([("alice", "p1", 5), ("carol", "p1", 9)], "carol may not approve"),
+    ([("alice", "p1", 5), ("bob", "p1", 9)], "bob: you requested this run"),
+])
+def test_execution_refuses_each_invalid_approval(audited: list[tuple[str, str, int]], fragment: str) -> None:
+    """Another plan's approval, a late one, a non-approver's and the requester's own do not count."""
+    with pytest.raises(NotApproved, match=fragment):
+        check_execution(DIR, QUORUM, _record(audited, requester="bob"))
+
+
+def test_execution_refuses_approvals_missing_from_either_store() -> None:
+    """An approval only in the table or only in the audit chain does not count."""
+    with pytest.raises(NotApproved, match="carol: in the approvals table but not in the audit trail"):
+        check_execution(DIR, RB, _record([], table={"carol"}))
+    with pytest.raises(NotApproved, match="alice: in the audit trail but not in the approvals table"):
+        check_execution(DIR, RB, _record([("alice", "p1", 1)], table=set()))
+
+
+def test_execution_refuses_events_without_a_valid_mac() -> None:
+    """An approval or a request whose audit event MAC fails (forged with database access only) is refused."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    good = _record([("alice", "p1", 5)])
+    with pytest.raises(NotApproved, match="alice: the approval's MAC does not match"):
+        check_execution(DIR, RB, replace(good, audited=(RecordedApproval("alice", "p1", t0, mac_ok=False),)))
+    with pytest.raises(NotApproved, match="`requested` event's MAC does not match"):
+        check_execution(DIR, RB, replace(good, requested_mac_ok=False))
+    check_execution(DIR, RB, good)

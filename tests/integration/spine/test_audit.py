@@ -37,7 +37,8 @@ def _superuser(database_url: str, sql: str) -> None:
 def test_intact_chain_verifies(db: Database) -> None:
     """An untouched chain verifies and counts its events."""
     _fill(db)
-    assert audit.verify(db).as_json() == {"ok": True, "events": 10, "first_bad_event": None, "reason": ""}
+    assert audit.verify(db).as_json() == {"ok": True, "events": 10, "first_bad_event": None, "reason": "",
+                                          "anchors": [], "warnings": []}
 
 
 def test_database_refuses_update_and_delete(db: Database) -> None:
