@@ -496,7 +496,7 @@ def _ansiballz_payload_dir() -> str | None:
     """The temp dir the AnsiballZ wrapper extracted this module into (`ansible_<module>_payload_*`)."""
     for entry in sys.path:
         parent = os.path.dirname(entry)
-        if entry.endswith("_payload.zip") and os.path.basename(parent).startswith("ansible_temporal_workflows_payload_"):
+        if entry.endswith("_payload.zip") and os.path.basename(parent).startswith("ansible_temporal_workflows_payload"):
             return parent
     return None
 
