@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import shutil
+import sys
+import sysconfig
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -188,6 +190,29 @@ def _error_lines(stdout: Path, limit: int = 3) -> list[str]:
     return [e[:300] for e in errors[:limit]]
 
 
+def playbook_search_path(environ: Mapping[str, str] | None = None) -> str:
+    """PATH for ansible-playbook: the scripts directory of the Python environment the bot runs in first.
+
+    `make run` without an activated venv, or `runbook-bot` installed with pip and run from any shell,
+    starts the bot with a PATH that may not contain that environment's ansible-playbook (nor kubectl or
+    temporal from their wheels). Raises ExecutionError naming where it looked when there is none at all.
+    """
+    environ = os.environ if environ is None else environ
+    inherited = environ.get("PATH", os.defpath)
+    own: list[str] = []
+    for candidate in (os.path.dirname(sys.executable), sysconfig.get_path("scripts"),
+                      sysconfig.get_path("scripts", f"{os.name}_user")):
+        if candidate and candidate not in own and os.access(os.path.join(candidate, "ansible-playbook"), os.X_OK):
+            own.append(candidate)
+    path = os.pathsep.join([*own[:1], inherited]) if own else inherited
+    if shutil.which("ansible-playbook", path=path) is None:
+        raise ExecutionError(
+            f"ansible-playbook not found in {os.path.dirname(sys.executable)} (this Python's environment) or "
+            f"PATH ({inherited}): install runbook-bot with its dependencies (make setup, or pip install .)"
+        )
+    return path
+
+
 class AnsibleRunner:
     """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
 
@@ -221,7 +246,7 @@ class AnsibleRunner:
                 settings["idle_timeout"] = job.idle_timeout_seconds
             (env_dir / "settings").write_text(yaml.safe_dump(settings))
             # The bot's own credentials are none of the playbook's business: blank them in its environment.
-            envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0", "PATH": playbook_search_path(),
                        **{name: "" for name in _WITHHELD_ENV if name in os.environ}}
             if self.ansible_config is not None and self.ansible_config.exists():
                 envvars["ANSIBLE_CONFIG"] = str(self.ansible_config)
