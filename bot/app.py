@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.catalog_files import load_catalog
 from bot.config import Settings, load_directory
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
 from bot.service import RunService
-from bot.storage.database import Database, database_url, migrate
+from bot.storage.database import Database, database_url, embedded_status, migrate
 from bot.storage.keys import Keys
 
 
@@ -37,6 +38,22 @@ def _ansible_config(playbooks_dir: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def inventory_defaults(settings: Settings) -> dict[str, Any]:
+    """What this bot knows about its own machine, for playbooks (the environment's inventory overrides it).
+
+    `runbook_bot_embedded_db`: the embedded PostgreSQL (socket dir, port, superuser; no password: trust on
+    its socket), only when it is the bot's database. The inventory points db-connections at it by default.
+    Never DATABASE_URL: its credentials are the bot's own.
+    """
+    facts: dict[str, Any] = {}
+    if not settings.database_url:
+        st = embedded_status(settings.home)
+        if st.socket_dir is not None:
+            facts["runbook_bot_embedded_db"] = {"host": str(st.socket_dir), "port": st.port, "user": "postgres",
+                                                "database": "postgres"}
+    return facts
+
+
 def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     """Everything a front end needs. Raises RunbookBotError subclasses with one-line messages."""
     settings = settings or Settings.from_env()
@@ -50,7 +67,8 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
         db.close()
         raise
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
-                           ansible_config=_ansible_config(settings.playbooks_dir))
+                           ansible_config=_ansible_config(settings.playbooks_dir),
+                           inventory_defaults=inventory_defaults(settings))
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
                          playbooks_dir=settings.playbooks_dir, inventory=settings.inventory)
     return Context(settings, db, service)

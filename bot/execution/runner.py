@@ -216,8 +216,12 @@ def playbook_search_path(environ: Mapping[str, str] | None = None) -> str:
 class AnsibleRunner:
     """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
 
-    def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None) -> None:
+    def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None,
+                 inventory_defaults: Mapping[str, Any] | None = None) -> None:
         self.work_dir, self.artifacts_dir, self.ansible_config = work_dir, artifacts_dir, ansible_config
+        # Group `all` variables this bot knows about its own machine (its embedded database, the demo
+        # stanza): an inventory source given BEFORE the job's inventory, which overrides them.
+        self.inventory_defaults = dict(inventory_defaults or {})
         for d in (work_dir, artifacts_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -250,13 +254,18 @@ class AnsibleRunner:
                        **{name: "" for name in _WITHHELD_ENV if name in os.environ}}
             if self.ansible_config is not None and self.ansible_config.exists():
                 envvars["ANSIBLE_CONFIG"] = str(self.ansible_config)
+            inventory: str | list[str] = str(job.inventory)
+            if self.inventory_defaults:
+                defaults = private / "runbook-bot-defaults.yml"
+                defaults.write_text(yaml.safe_dump({"all": {"vars": self.inventory_defaults}}))
+                inventory = [str(defaults), str(job.inventory)]
             artifact_root.mkdir(parents=True, exist_ok=True)
             artifact_dir.mkdir(mode=0o700)
             collector = _EventCollector(job.ident, redactor, on_progress, artifact_dir / "stdout.txt")
             try:
                 thread, runner = ansible_runner.run_async(
                     private_data_dir=str(private), project_dir=str(job.project_dir), playbook=str(job.playbook),
-                    inventory=str(job.inventory), ident=job.ident, artifact_dir=str(artifact_root),
+                    inventory=inventory, ident=job.ident, artifact_dir=str(artifact_root),
                     envvars=envvars, cmdline="--check --diff" if job.check else None,
                     event_handler=collector, cancel_callback=should_cancel, quiet=True,
                     settings=None, rotate_artifacts=0,

@@ -189,6 +189,7 @@ class EmbeddedStatus:
     pgdata: Path
     pid: int | None  # the postmaster, when running
     socket_dir: Path | None
+    port: int = 5432  # the number in the socket's name (the server listens on no TCP address)
 
     @property
     def initialised(self) -> bool:
@@ -208,7 +209,8 @@ def embedded_status(home: Path) -> EmbeddedStatus:
     except (OSError, ValueError, IndexError):
         return EmbeddedStatus(pgdata, None, None)
     socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4].strip() else None
-    return EmbeddedStatus(pgdata, pid, socket_dir)
+    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else 5432
+    return EmbeddedStatus(pgdata, pid, socket_dir, port)
 
 
 def stop_embedded(home: Path) -> bool:

@@ -153,3 +153,20 @@ def test_binaries_the_database_user_cannot_reach_are_used_from_a_copy(tmp_path: 
     finally:
         if Path(commands.POSTGRES_BIN_PATH).parent.parent == ROOT_CLUSTERS_DIR:
             shutil.rmtree(Path(commands.POSTGRES_BIN_PATH).parent)
+
+
+def test_db_connections_works_out_of_the_box_on_the_embedded_database(embedded_env: dict[str, str]) -> None:
+    """With nothing configured, db-connections inspects the bot's embedded PostgreSQL and succeeds."""
+    env = {**embedded_env, "APP_DB_HOST": "", "APP_DB_PORT": "", "APP_DB_USER": "", "APP_DB_NAME": "",
+           "APP_DB_PASSWORD": ""}
+    req = cli(env, "request", "db-connections")
+    assert req.returncode == 0, req.stderr
+    run_id = req.stdout.strip()
+
+    work = cli(env, "worker", "--once", timeout=180)
+
+    assert work.returncode == 0, work.stderr
+    status = json.loads(cli(env, "status", run_id, "--json").stdout)
+    assert status["state"] == "succeeded", status["error"]
+    assert "usable connections in use" in status["summary"][0]
+    assert any(r["database"] == "runbook_bot" for r in status["result"]["per_state"]), status["result"]
