@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.catalog_files import load_catalog
 from bot.config import Settings, load_directory
+from bot.errors import CatalogError, ConfigError
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
 from bot.service import RunService
@@ -57,8 +58,16 @@ def inventory_defaults(settings: Settings) -> dict[str, Any]:
 def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     """Everything a front end needs. Raises RunbookBotError subclasses with one-line messages."""
     settings = settings or Settings.from_env()
-    catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
-    directory = load_directory(settings.config_file)
+    try:
+        catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
+        directory = load_directory(settings.config_file)
+    except (CatalogError, ConfigError) as e:
+        if settings.project_search and not settings.runbooks_dir.is_dir():
+            raise ConfigError(f"{settings.runbooks_dir}: is not a directory ({settings.project_search}): run from "
+                          "the project directory or set RUNBOOK_BOT_RUNBOOKS") from None
+        if settings.project_search and not settings.config_file.exists():
+            raise ConfigError(f"{e} ({settings.project_search})") from None
+        raise
     keys = Keys.load(settings.home)
     db = Database(database_url(settings.database_url, settings.home), max_size=pool_size)
     try:

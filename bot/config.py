@@ -35,6 +35,27 @@ def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+PROJECT_MARKERS = ("runbook-bot.yaml", "runbooks")
+
+
+def find_project_dir(cwd: Path | None = None) -> tuple[Path | None, str]:
+    """The project directory the defaults (runbooks/, playbooks/, inventory/local, runbook-bot.yaml) point
+    into, and where it was looked for (for error messages).
+
+    The first of `cwd` and its parents holding runbook-bot.yaml or a runbooks/ directory; else the source
+    checkout the package was installed from (an editable install, as `make setup` does).
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    for directory in [cwd, *cwd.parents]:
+        if (directory / "runbook-bot.yaml").is_file() or (directory / "runbooks").is_dir():
+            return directory, f"found from {cwd}"
+    installed = Path(__file__).resolve().parent.parent
+    searched = f"looked for {' or '.join(PROJECT_MARKERS)} in {cwd} and its parents, and in {installed}"
+    if (installed / "runbooks").is_dir():
+        return installed, searched + ": using the checkout runbook-bot was installed from"
+    return None, searched
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -52,18 +73,27 @@ class Settings:
     slack_app_token: str | None = None
     slack_api_url: str | None = None
     slack_approval_channel: str | None = None
+    project_search: str = ""  # where the project directory was looked for (defaults of the paths above)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = Path(env.get("RUNBOOK_BOT_HOME") or Path.home() / ".runbook-bot").expanduser()
+        names = ("RUNBOOK_BOT_RUNBOOKS", "RUNBOOK_BOT_PLAYBOOKS", "RUNBOOK_BOT_CONFIG", "RUNBOOK_BOT_INVENTORY")
+        project, search = (None, "") if all(env.get(n) for n in names) else find_project_dir()
+        base = project or Path.cwd()
+
+        def path(name: str, default: str) -> Path:
+            return Path(env.get(name) or base / default).resolve()
+
         return cls(
             home=home,
             database_url=env.get("DATABASE_URL") or None,
-            runbooks_dir=Path(env.get("RUNBOOK_BOT_RUNBOOKS", "./runbooks")).resolve(),
-            playbooks_dir=Path(env.get("RUNBOOK_BOT_PLAYBOOKS", "./playbooks")).resolve(),
-            config_file=Path(env.get("RUNBOOK_BOT_CONFIG", "./runbook-bot.yaml")).resolve(),
-            inventory=Path(env.get("RUNBOOK_BOT_INVENTORY", "./inventory/local")).resolve(),
+            runbooks_dir=path("RUNBOOK_BOT_RUNBOOKS", "runbooks"),
+            playbooks_dir=path("RUNBOOK_BOT_PLAYBOOKS", "playbooks"),
+            config_file=path("RUNBOOK_BOT_CONFIG", "runbook-bot.yaml"),
+            inventory=path("RUNBOOK_BOT_INVENTORY", "inventory/local"),
+            project_search=search,
             workers=_int_env(env, "RUNBOOK_BOT_WORKERS", 2),
             heartbeat_seconds=_float_env(env, "RUNBOOK_BOT_HEARTBEAT_SECONDS", 2.0),
             stale_after_seconds=_float_env(env, "RUNBOOK_BOT_STALE_AFTER_SECONDS", 30.0),

@@ -170,3 +170,31 @@ def test_db_connections_works_out_of_the_box_on_the_embedded_database(embedded_e
     assert status["state"] == "succeeded", status["error"]
     assert "usable connections in use" in status["summary"][0]
     assert any(r["database"] == "runbook_bot" for r in status["result"]["per_state"]), status["result"]
+
+
+@pytest.mark.parametrize("where", ["subdir", "outside"])
+def test_cli_finds_the_project_from_anywhere(where: str, spine_env: dict[str, str], tmp_path: Path) -> None:
+    """Run from a subdirectory of the checkout or from elsewhere, the defaults find runbooks/, playbooks/, inventory."""
+    env = {k: v for k, v in spine_env.items()
+           if k not in ("RUNBOOK_BOT_RUNBOOKS", "RUNBOOK_BOT_PLAYBOOKS", "RUNBOOK_BOT_INVENTORY")}
+    cwd = ROOT / "playbooks" / "library" if where == "subdir" else tmp_path
+    full = {**os.environ, **env, "LOGNAME": "alice", "USER": "alice", "PYTHONPATH": str(ROOT)}
+    for name in ("RUNBOOK_BOT_RUNBOOKS", "RUNBOOK_BOT_PLAYBOOKS", "RUNBOOK_BOT_INVENTORY"):
+        full.pop(name, None)
+
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", "runbooks", "--all", "--json"], env=full, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "db-connections" in {r["name"] for r in json.loads(proc.stdout)}
+
+
+def test_settings_name_where_the_project_was_looked_for(tmp_path: Path) -> None:
+    """Outside any project, the search is recorded for error messages; env vars still win."""
+    from bot.config import Settings, find_project_dir
+
+    project, searched = find_project_dir(tmp_path)
+    assert f"in {tmp_path} and its parents" in searched
+    assert project == ROOT  # the checkout this package runs from (editable install)
+    mine = tmp_path / "books"
+    assert Settings.from_env({"RUNBOOK_BOT_RUNBOOKS": str(mine)}).runbooks_dir == mine
