@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.catalog_files import load_catalog
 from bot.config import Settings, load_directory
+from bot.demo import drill_vars
 from bot.errors import CatalogError, ConfigError
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
@@ -44,9 +45,10 @@ def inventory_defaults(settings: Settings) -> dict[str, Any]:
 
     `runbook_bot_embedded_db`: the embedded PostgreSQL (socket dir, port, superuser; no password: trust on
     its socket), only when it is the bot's database. The inventory points db-connections at it by default.
-    Never DATABASE_URL: its credentials are the bot's own.
+    Never DATABASE_URL: its credentials are the bot's own. After `runbook-bot demo up`, the restore drill's
+    settings for the demo stanza (bot.demo).
     """
-    facts: dict[str, Any] = {}
+    facts: dict[str, Any] = dict(drill_vars(settings.home))
     if not settings.database_url:
         st = embedded_status(settings.home)
         if st.socket_dir is not None:
@@ -77,7 +79,7 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
         raise
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
                            ansible_config=_ansible_config(settings.playbooks_dir),
-                           inventory_defaults=inventory_defaults(settings))
+                           inventory_defaults=lambda: inventory_defaults(settings))
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
                          playbooks_dir=settings.playbooks_dir, inventory=settings.inventory)
     return Context(settings, db, service)

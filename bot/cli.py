@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_parser("start", help="start it if it is not running, then say where it lives")
     d.add_parser("stop", help="stop it (it outlives every command; the next command starts it again)")
 
+    s = sub.add_parser("demo", help="a real pgBackRest stanza on this machine to try restore-drill on (README tour)")
+    d = s.add_subparsers(dest="demo_verb", required=True, metavar="DEMO_VERB")
+    d.add_parser("up", help="create stanza `demo`: a small PostgreSQL 15, one full backup (then stopped)")
+    d.add_parser("down", help="stop anything of the demo that still runs and remove it")
+    d.add_parser("status", help="say whether the demo is set up and where")
+
     s = sub.add_parser("drills", help="restore drill history (RTO, RPO, result)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--chart", default=None, metavar="PNG", help="also write the RTO trend as a PNG")
@@ -412,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.verb == "db":
             return _cmd_db(args.db_verb, sys.stdout)
+        if args.verb == "demo":
+            from bot import demo
+            from bot.config import Settings
+
+            verbs = {"up": demo.up, "down": demo.down, "status": demo.status}
+            return verbs[args.demo_verb](Settings.from_env().home, sys.stdout)
         ctx = build()
         return _COMMANDS[args.verb](ctx, args, sys.stdout)
     except RunbookBotError as e:

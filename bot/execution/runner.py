@@ -217,11 +217,11 @@ class AnsibleRunner:
     """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
 
     def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None,
-                 inventory_defaults: Mapping[str, Any] | None = None) -> None:
+                 inventory_defaults: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.work_dir, self.artifacts_dir, self.ansible_config = work_dir, artifacts_dir, ansible_config
         # Group `all` variables this bot knows about its own machine (its embedded database, the demo
-        # stanza): an inventory source given BEFORE the job's inventory, which overrides them.
-        self.inventory_defaults = dict(inventory_defaults or {})
+        # stanza), read per run: an inventory source given BEFORE the job's inventory, which overrides them.
+        self.inventory_defaults = inventory_defaults or dict
         for d in (work_dir, artifacts_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -255,9 +255,10 @@ class AnsibleRunner:
             if self.ansible_config is not None and self.ansible_config.exists():
                 envvars["ANSIBLE_CONFIG"] = str(self.ansible_config)
             inventory: str | list[str] = str(job.inventory)
-            if self.inventory_defaults:
+            facts = dict(self.inventory_defaults())
+            if facts:
                 defaults = private / "runbook-bot-defaults.yml"
-                defaults.write_text(yaml.safe_dump({"all": {"vars": self.inventory_defaults}}))
+                defaults.write_text(yaml.safe_dump({"all": {"vars": facts}}))
                 inventory = [str(defaults), str(job.inventory)]
             artifact_root.mkdir(parents=True, exist_ok=True)
             artifact_dir.mkdir(mode=0o700)

