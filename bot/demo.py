@@ -65,7 +65,10 @@ def drill_vars(home: Path) -> dict[str, Any]:
 
 
 def _as_user(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", EMBEDDED_OS_USER, "--", *argv] if os.geteuid() == 0 else argv
+    if os.geteuid() != 0:
+        return argv
+    runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser"
+    return [runuser, "-u", EMBEDDED_OS_USER, "--", *argv]
 
 
 def _run(argv: list[str], what: str, stdin: str | None = None) -> str:

