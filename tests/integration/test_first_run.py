@@ -198,3 +198,21 @@ def test_settings_name_where_the_project_was_looked_for(tmp_path: Path) -> None:
     assert project == ROOT  # the checkout this package runs from (editable install)
     mine = tmp_path / "books"
     assert Settings.from_env({"RUNBOOK_BOT_RUNBOOKS": str(mine)}).runbooks_dir == mine
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the embedded database switches users only when started as root")
+def test_a_cluster_made_by_an_earlier_version_as_root_is_moved_not_forgotten(tmp_path: Path) -> None:
+    """Upgrading: HOME/pgdata from before moves to the new place, so runs and audit trail stay."""
+    from bot.storage.database import embedded_pgdata, prepare_root_cluster_dir
+
+    home = tmp_path / "home"
+    (home / "pgdata").mkdir(parents=True)
+    (home / "pgdata" / "PG_VERSION").write_text("18\n")
+    pgdata = embedded_pgdata(home)
+    try:
+        prepare_root_cluster_dir(pgdata, home)
+
+        assert (pgdata / "PG_VERSION").read_text() == "18\n"
+        assert not (home / "pgdata").exists()
+    finally:
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
