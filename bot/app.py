@@ -65,8 +65,8 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
         directory = load_directory(settings.config_file)
     except (CatalogError, ConfigError) as e:
         if settings.project_search and not settings.runbooks_dir.is_dir():
-            raise ConfigError(f"{settings.runbooks_dir}: is not a directory ({settings.project_search}): run from "
-                          "the project directory or set RUNBOOK_BOT_RUNBOOKS") from None
+            raise ConfigError(f"{settings.runbooks_dir}: is not a directory ({settings.project_search}): run "
+                              "from the project directory or set RUNBOOK_BOT_RUNBOOKS") from None
         if settings.project_search and not settings.config_file.exists():
             raise ConfigError(f"{e} ({settings.project_search})") from None
         raise

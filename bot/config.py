@@ -40,20 +40,21 @@ PROJECT_MARKERS = ("runbook-bot.yaml", "runbooks")
 
 def find_project_dir(cwd: Path | None = None) -> tuple[Path | None, str]:
     """The project directory the defaults (runbooks/, playbooks/, inventory/local, runbook-bot.yaml) point
-    into, and where it was looked for (for error messages).
+    into, and how it was found (for error messages).
 
     The first of `cwd` and its parents holding runbook-bot.yaml or a runbooks/ directory; else the source
     checkout the package was installed from (an editable install, as `make setup` does).
     """
     cwd = Path.cwd() if cwd is None else cwd
+    markers = " or ".join(f"{m}/" if m == "runbooks" else m for m in PROJECT_MARKERS)
     for directory in [cwd, *cwd.parents]:
         if (directory / "runbook-bot.yaml").is_file() or (directory / "runbooks").is_dir():
-            return directory, f"found from {cwd}"
+            return directory, f"project dir {directory}: the first of {cwd} and its parents with {markers}"
     installed = Path(__file__).resolve().parent.parent
-    searched = f"looked for {' or '.join(PROJECT_MARKERS)} in {cwd} and its parents, and in {installed}"
     if (installed / "runbooks").is_dir():
-        return installed, searched + ": using the checkout runbook-bot was installed from"
-    return None, searched
+        return installed, (f"project dir {installed}: the checkout runbook-bot was installed from (no {markers} "
+                           f"in {cwd} or its parents)")
+    return None, f"no project dir: no {markers} in {cwd} or its parents, nor in {installed}"
 
 
 @dataclass(frozen=True)
