@@ -140,6 +140,9 @@ def test_tour_in_docs_matches_the_readme() -> None:
     assert tour_section(readme) == tour_section(TOUR.read_text())
 
 
+@pytest.mark.timeout(900)  # make run + a real restore drill; about a minute on a quiet 2-core VM
+@pytest.mark.skipif(shutil.which("pgbackrest") is None or not Path("/usr/lib/postgresql/15/bin/initdb").exists(),
+                    reason="the tour's restore drill needs pgbackrest and PostgreSQL 15 (make system-deps)")
 def test_the_tour_runs_as_written(checkout: tuple[Path, dict[str, str]]) -> None:
     """make run + the tour's commands: db-connections succeeds, the demo drill is approved, runs and PASSes."""
     repo, env = checkout
