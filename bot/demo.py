@@ -30,7 +30,12 @@ from bot.storage.database import EMBEDDED_OS_USER, embedded_pgdata, prepare_root
 
 STANZA = "demo"
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")  # pgBackRest 2.45 (Debian 12) supports PostgreSQL up to 15
-VARS_FILE = "drill-vars.json"  # written last: its presence means the demo is up
+# The drill settings the demo hands to playbooks, in the bot's home (root-owned 0700 when root: the
+# database user owns the demo dir and must not be able to choose inventory variables for root's runs),
+# written last: its presence means the demo is up. Only these keys are read back.
+VARS_FILE = "demo-drill-vars.json"
+DRILL_KEYS = ("pgbackrest_config", "pg_bin_dir", "drill_port", "scratch_dir", "os_user", "db_superuser",
+              "expectations")
 _MARKER = {"database": "app", "table": "public.backup_marker", "column": "note", "value": "drill-marker-v1"}
 _PLAN_ROWS = 3
 _DATA_SQL = """
@@ -58,10 +63,10 @@ def demo_user() -> str:
 def drill_vars(home: Path) -> dict[str, Any]:
     """The restore drill's inventory settings for the demo stanza; {} when the demo is not up."""
     try:
-        data = json.loads((demo_dir(home) / VARS_FILE).read_text())
+        data = json.loads((home / VARS_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return {k: data[k] for k in DRILL_KEYS if k in data} if isinstance(data, dict) else {}
 
 
 def _as_user(argv: list[str]) -> list[str]:
@@ -138,12 +143,11 @@ def up(home: Path, out: TextIO) -> int:
         return 0
     if base.exists():
         down(home, out)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.geteuid() == 0:
         prepare_root_cluster_dir(embedded_pgdata(home), home)
-    else:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
     base.mkdir(mode=0o700)
-    for sub in ("repo", "log", "lock", "spool", "sock", "reports"):
+    for sub in ("repo", "log", "lock", "spool", "sock"):
         (base / sub).mkdir(mode=0o700)
     config = base / "pgbackrest.conf"
     pgdata, sock = base / "pgdata", base / "sock"
@@ -185,16 +189,15 @@ def up(home: Path, out: TextIO) -> int:
     settings_for_drill = {
         "pgbackrest_config": str(config), "pg_bin_dir": str(PG_BIN_DIR), "drill_port": _free_port(),
         "scratch_dir": str(base / "drill"), "os_user": user, "db_superuser": "postgres",
-        "report_path": str(base / "reports") + "/restore-drill-{{ runbook_run_id | default('manual') }}.json",
         "expectations": {
             "marker": _MARKER,
             "row_counts": [{"database": "app", "table": "public.plans", "count": _PLAN_ROWS}],
             "checksums": [{"database": "app", "table": "public.plans", "md5": checksum}],
         },
     }
-    partial = base / (VARS_FILE + ".partial")
+    partial = home / (VARS_FILE + ".partial")
     partial.write_text(json.dumps(settings_for_drill, indent=2) + "\n")
-    partial.rename(base / VARS_FILE)
+    partial.rename(home / VARS_FILE)
     out.write(f"demo: stanza {STANZA} has full backup {label}; the demo cluster is stopped again (a drill needs "
               "only the repository)\n"
               f"demo: next: runbook-bot request restore-drill stanza={STANZA}; `runbook-bot demo down` removes it\n")
@@ -203,6 +206,7 @@ def up(home: Path, out: TextIO) -> int:
 
 def down(home: Path, out: TextIO) -> int:
     base = demo_dir(home)
+    (home / VARS_FILE).unlink(missing_ok=True)  # first: no run picks up a half-removed demo
     if not base.exists():
         out.write(f"demo: nothing to remove ({base} does not exist)\n")
         return 0

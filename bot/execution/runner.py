@@ -258,7 +258,8 @@ class AnsibleRunner:
             facts = dict(self.inventory_defaults())
             if facts:
                 defaults = private / "runbook-bot-defaults.yml"
-                defaults.write_text(yaml.safe_dump({"all": {"vars": facts}}))
+                with open(defaults, "w", encoding="utf-8") as f:  # values `!unsafe`: never templated
+                    yaml.dump({"all": {"vars": facts}}, f, Dumper=_UnsafeDumper, default_flow_style=False)
                 inventory = [str(defaults), str(job.inventory)]
             artifact_root.mkdir(parents=True, exist_ok=True)
             artifact_dir.mkdir(mode=0o700)

@@ -216,3 +216,25 @@ def test_a_cluster_made_by_an_earlier_version_as_root_is_moved_not_forgotten(tmp
         assert not (home / "pgdata").exists()
     finally:
         shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
+def test_inventory_defaults_reach_playbooks_as_data_and_the_inventory_overrides_them(tmp_path: Path) -> None:
+    """The bot's inventory defaults are never templated, and the environment's inventory wins over them."""
+    from bot.execution.runner import AnsibleRunner, Job
+
+    playbook = tmp_path / "probe.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.set_stats:\n        data: {probe: '{{ probe }}', chosen: '{{ chosen }}'}\n"
+    )
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost: {ansible_connection: local, "
+                         "ansible_python_interpreter: '{{ ansible_playbook_python }}'}\n  vars: {chosen: inventory}\n")
+    runner = AnsibleRunner(tmp_path / "work", tmp_path / "artifacts",
+                           inventory_defaults=lambda: {"probe": "{{ 6 * 7 }}", "chosen": "bot default"})
+
+    outcome = runner.run(Job(ident="probe", playbook=playbook, project_dir=tmp_path, inventory=inventory,
+                             extravars={}))
+
+    assert outcome.status == "successful", outcome.failures
+    assert outcome.stats == {"probe": "{{ 6 * 7 }}", "chosen": "inventory"}
