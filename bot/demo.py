@@ -93,7 +93,7 @@ def _free_port() -> int:
 
 def _postgres_pids_under(path: Path) -> list[int]:
     """postmaster processes whose data dir is under `path` (from /proc: our own clusters only)."""
-    found, target = [], str(path)
+    found, target = [], os.fsencode(path)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -101,7 +101,8 @@ def _postgres_pids_under(path: Path) -> list[int]:
             args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if args and args[0].endswith(b"postgres") and any(a.startswith(target.encode()) for a in args[1:]):
+        if args and args[0].endswith(b"postgres") and any(a == target or a.startswith(target + b"/")
+                                                           for a in args[1:]):
             found.append(int(entry))
     return found
 
@@ -111,9 +112,9 @@ def _stop_clusters(root: Path) -> int:
     stopped = 0
     for pidfile in sorted(root.rglob("postmaster.pid")):
         data = pidfile.parent
-        subprocess.run(_as_user([str(PG_BIN_DIR / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60",
-                                 "stop"]), capture_output=True, cwd="/", check=False, timeout=120)
-        stopped += 1
+        done = subprocess.run(_as_user([str(PG_BIN_DIR / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t",
+                                        "60", "stop"]), capture_output=True, cwd="/", check=False, timeout=120)
+        stopped += done.returncode == 0  # a stale pid file is not a running cluster
     deadline = time.monotonic() + 30
     while _postgres_pids_under(root) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -238,3 +238,16 @@ def test_inventory_defaults_reach_playbooks_as_data_and_the_inventory_overrides_
 
     assert outcome.status == "successful", outcome.failures
     assert outcome.stats == {"probe": "{{ 6 * 7 }}", "chosen": "inventory"}
+
+
+def test_makefile_says_what_the_first_setup_installs_and_where_the_database_lives(tmp_path: Path) -> None:
+    """The first set-up announces itself and its minutes; `make run` starts the database with `db start` first."""
+    venv = f"VENV={tmp_path / 'fresh-venv'}"
+
+    setup = subprocess.run(["make", "-n", "-C", str(ROOT), "setup", venv], capture_output=True, text=True, check=True)
+    run = subprocess.run(["make", "-n", "-C", str(ROOT), "run", venv], capture_output=True, text=True, check=True)
+
+    assert "about 5 minutes" in setup.stdout and "pip install -q -e" not in setup.stdout
+    lines = run.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.endswith("runbook-bot db start"))
+    assert any("runbook-bot serve --http" in ln for ln in lines[start + 1:])
