@@ -6,9 +6,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.catalog_files import load_catalog
 from bot.config import Settings, load_directory
+from bot.demo import drill_vars
+from bot.errors import CatalogError, ConfigError
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
 from bot.service import RunService
@@ -17,6 +20,7 @@ from bot.storage.database import (
     Database,
     current_role,
     embedded_database_url,
+    embedded_status,
     ensure_embedded_runtime_role,
     migrate,
     ownership_warning,
@@ -51,18 +55,44 @@ def _ansible_config(playbooks_dir: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def inventory_defaults(settings: Settings) -> dict[str, Any]:
+    """What this bot knows about its own machine, for playbooks (the environment's inventory overrides it).
+
+    `runbook_bot_embedded_db`: the embedded PostgreSQL (socket dir, port, superuser; no password: trust on
+    its socket), only when it is the bot's database. The inventory points db-connections at it by default.
+    Never DATABASE_URL: its credentials are the bot's own. After `runbook-bot demo up`, the restore drill's
+    settings for the demo stanza (bot.demo).
+    """
+    facts: dict[str, Any] = dict(drill_vars(settings.home))
+    if not settings.database_url:
+        st = embedded_status(settings.home)
+        if st.socket_dir is not None:
+            facts["runbook_bot_embedded_db"] = {"host": str(st.socket_dir), "port": st.port, "user": "postgres",
+                                                "database": "postgres"}
+    return facts
+
+
 def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     """Everything a front end needs. Raises RunbookBotError subclasses with one-line messages."""
     settings = settings or Settings.from_env()
-    catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
-    directory = load_directory(settings.config_file)
+    try:
+        catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
+        directory = load_directory(settings.config_file)
+    except (CatalogError, ConfigError) as e:
+        if settings.project_search and not settings.runbooks_dir.is_dir():
+            raise ConfigError(f"{settings.runbooks_dir}: is not a directory ({settings.project_search}): run "
+                              "from the project directory or set RUNBOOK_BOT_RUNBOOKS") from None
+        if settings.project_search and not settings.config_file.exists():
+            raise ConfigError(f"{e} ({settings.project_search})") from None
+        raise
     # The key of the environment the settings came from (signing events with another key than the
     # worker's would get every run refused by the approval check).
     keys = Keys.load(settings.home, {"RUNBOOK_BOT_SECRET_KEY": settings.secret_key} if settings.secret_key else None)
     sinks = sinks_from_settings(settings.audit_anchor_file, settings.audit_anchor_s3)
     db, warnings = open_database(settings, pool_size=pool_size)
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
-                           ansible_config=_ansible_config(settings.playbooks_dir))
+                           ansible_config=_ansible_config(settings.playbooks_dir),
+                           inventory_defaults=lambda: inventory_defaults(settings))
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
                          playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
                          anchors=Anchorer(db, keys.anchor_hmac, sinks))

@@ -91,6 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scheduler", help="run scheduled runbooks (standalone)")
     s.add_argument("--http", type=int, default=None, metavar="PORT")
 
+    s = sub.add_parser("db", help="the embedded PostgreSQL (used when DATABASE_URL is unset): where, start, stop")
+    d = s.add_subparsers(dest="db_verb", required=True, metavar="DB_VERB")
+    d.add_parser("status", help="where the embedded database lives and whether it runs (starts nothing)")
+    d.add_parser("start", help="start it if it is not running, then say where it lives")
+    d.add_parser("stop", help="stop it (it outlives every command; the next command starts it again)")
+
+    s = sub.add_parser("demo", help="a real pgBackRest stanza on this machine to try restore-drill on (README tour)")
+    d = s.add_subparsers(dest="demo_verb", required=True, metavar="DEMO_VERB")
+    d.add_parser("up", help="create stanza `demo`: a small PostgreSQL 15, one full backup (then stopped)")
+    d.add_parser("down", help="stop anything of the demo that still runs and remove it")
+    d.add_parser("status", help="say whether the demo is set up and where")
+
     s = sub.add_parser("drills", help="restore drill history (RTO, RPO, result)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--chart", default=None, metavar="PNG", help="also write the RTO trend as a PNG")
@@ -118,6 +130,36 @@ def _cmd_init(force: bool, out: TextIO) -> int:
         "channels: {}          # approvals: C0..., drills: C0... (Slack channel ids)\n"
     )
     out.write(f"wrote {path} with you ({me}) as an operator in groups sre, dba, security\n")
+    return 0
+
+
+def _cmd_db(verb: str, out: TextIO) -> int:
+    """The embedded PostgreSQL: status / start / stop, without loading the catalog."""
+    from bot.config import Settings
+    from bot.storage.database import embedded_database_url, embedded_status, redact_url, stop_embedded
+
+    settings = Settings.from_env()
+    if settings.database_url:
+        out.write(f"DATABASE_URL is set ({redact_url(settings.database_url)}): the embedded database is not used\n")
+        return 0
+    home = settings.home
+    if verb == "stop":
+        where = embedded_status(home).pgdata
+        if stop_embedded(home):
+            out.write(f"stopped the embedded PostgreSQL (data {where}); the next runbook-bot command starts it\n")
+        else:
+            out.write(f"the embedded PostgreSQL is not running (data {where})\n")
+        return 0
+    if verb == "start":
+        embedded_database_url(home)
+    st = embedded_status(home)
+    if st.pid is not None:
+        out.write(f"embedded PostgreSQL: running (pid {st.pid}), data {st.pgdata}, socket {st.socket_dir}; "
+                  "it keeps running after this command: stop it with `runbook-bot db stop`\n")
+    else:
+        made = "" if st.initialised else ", not created yet"
+        out.write(f"embedded PostgreSQL: not running (data {st.pgdata}{made}); the next runbook-bot command "
+                  "starts it\n")
     return 0
 
 
@@ -348,6 +390,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_init(args.force, sys.stdout)
     ctx: Context | None = None
     try:
+        if args.verb == "db":
+            return _cmd_db(args.db_verb, sys.stdout)
+        if args.verb == "demo":
+            from bot import demo
+            from bot.config import Settings
+
+            verbs = {"up": demo.up, "down": demo.down, "status": demo.status}
+            return verbs[args.demo_verb](Settings.from_env().home, sys.stdout)
         ctx = build()
         if args.verb in ("serve", "worker", "scheduler"):
             for warning in ctx.warnings:

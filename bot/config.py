@@ -35,6 +35,28 @@ def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+PROJECT_MARKERS = ("runbook-bot.yaml", "runbooks")
+
+
+def find_project_dir(cwd: Path | None = None) -> tuple[Path | None, str]:
+    """The project directory the defaults (runbooks/, playbooks/, inventory/local, runbook-bot.yaml) point
+    into, and how it was found (for error messages).
+
+    The first of `cwd` and its parents holding runbook-bot.yaml or a runbooks/ directory; else the source
+    checkout the package was installed from (an editable install, as `make setup` does).
+    """
+    cwd = Path.cwd() if cwd is None else cwd
+    markers = " or ".join(f"{m}/" if m == "runbooks" else m for m in PROJECT_MARKERS)
+    for directory in [cwd, *cwd.parents]:
+        if (directory / "runbook-bot.yaml").is_file() or (directory / "runbooks").is_dir():
+            return directory, f"project dir {directory}: the first of {cwd} and its parents with {markers}"
+    installed = Path(__file__).resolve().parent.parent
+    if (installed / "runbooks").is_dir():
+        return installed, (f"project dir {installed}: the checkout runbook-bot was installed from (no {markers} "
+                           f"in {cwd} or its parents)")
+    return None, f"no project dir: no {markers} in {cwd} or its parents, nor in {installed}"
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -56,18 +78,27 @@ class Settings:
     audit_anchor_file: Path | None = None   # append-only anchor file (default: RUNBOOK_BOT_HOME/audit-anchors)
     audit_anchor_s3: str | None = None      # s3://bucket/prefix with Object Lock
     secret_key: str | None = field(default=None, repr=False)  # RUNBOOK_BOT_SECRET_KEY of the same environment
+    project_search: str = ""  # where the project directory was looked for (defaults of the paths above)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = Path(env.get("RUNBOOK_BOT_HOME") or Path.home() / ".runbook-bot").expanduser()
+        names = ("RUNBOOK_BOT_RUNBOOKS", "RUNBOOK_BOT_PLAYBOOKS", "RUNBOOK_BOT_CONFIG", "RUNBOOK_BOT_INVENTORY")
+        project, search = (None, "") if all(env.get(n) for n in names) else find_project_dir()
+        base = project or Path.cwd()
+
+        def path(name: str, default: str) -> Path:
+            return Path(env.get(name) or base / default).resolve()
+
         return cls(
             home=home,
             database_url=env.get("DATABASE_URL") or None,
-            runbooks_dir=Path(env.get("RUNBOOK_BOT_RUNBOOKS", "./runbooks")).resolve(),
-            playbooks_dir=Path(env.get("RUNBOOK_BOT_PLAYBOOKS", "./playbooks")).resolve(),
-            config_file=Path(env.get("RUNBOOK_BOT_CONFIG", "./runbook-bot.yaml")).resolve(),
-            inventory=Path(env.get("RUNBOOK_BOT_INVENTORY", "./inventory/local")).resolve(),
+            runbooks_dir=path("RUNBOOK_BOT_RUNBOOKS", "runbooks"),
+            playbooks_dir=path("RUNBOOK_BOT_PLAYBOOKS", "playbooks"),
+            config_file=path("RUNBOOK_BOT_CONFIG", "runbook-bot.yaml"),
+            inventory=path("RUNBOOK_BOT_INVENTORY", "inventory/local"),
+            project_search=search,
             workers=_int_env(env, "RUNBOOK_BOT_WORKERS", 2),
             heartbeat_seconds=_float_env(env, "RUNBOOK_BOT_HEARTBEAT_SECONDS", 2.0),
             stale_after_seconds=_float_env(env, "RUNBOOK_BOT_STALE_AFTER_SECONDS", 30.0),

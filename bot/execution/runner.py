@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import shutil
+import sys
+import sysconfig
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -189,11 +191,38 @@ def _error_lines(stdout: Path, limit: int = 3) -> list[str]:
     return [e[:300] for e in errors[:limit]]
 
 
+def playbook_search_path(environ: Mapping[str, str] | None = None) -> str:
+    """PATH for ansible-playbook: the scripts directory of the Python environment the bot runs in first.
+
+    `make run` without an activated venv, or `runbook-bot` installed with pip and run from any shell,
+    starts the bot with a PATH that may not contain that environment's ansible-playbook (nor kubectl or
+    temporal from their wheels). Raises ExecutionError naming where it looked when there is none at all.
+    """
+    environ = os.environ if environ is None else environ
+    inherited = environ.get("PATH", os.defpath)
+    own: list[str] = []
+    for candidate in (os.path.dirname(sys.executable), sysconfig.get_path("scripts"),
+                      sysconfig.get_path("scripts", f"{os.name}_user")):
+        if candidate and candidate not in own and os.access(os.path.join(candidate, "ansible-playbook"), os.X_OK):
+            own.append(candidate)
+    path = os.pathsep.join([*own[:1], inherited]) if own else inherited
+    if shutil.which("ansible-playbook", path=path) is None:
+        raise ExecutionError(
+            f"ansible-playbook not found in {os.path.dirname(sys.executable)} (this Python's environment) or "
+            f"PATH ({inherited}): install runbook-bot with its dependencies (make setup, or pip install .)"
+        )
+    return path
+
+
 class AnsibleRunner:
     """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
 
-    def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None) -> None:
+    def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None,
+                 inventory_defaults: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.work_dir, self.artifacts_dir, self.ansible_config = work_dir, artifacts_dir, ansible_config
+        # Group `all` variables this bot knows about its own machine (its embedded database, the demo
+        # stanza), read per run: an inventory source given BEFORE the job's inventory, which overrides them.
+        self.inventory_defaults = inventory_defaults or dict
         for d in (work_dir, artifacts_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
@@ -222,17 +251,24 @@ class AnsibleRunner:
                 settings["idle_timeout"] = job.idle_timeout_seconds
             (env_dir / "settings").write_text(yaml.safe_dump(settings))
             # The bot's own credentials are none of the playbook's business: blank them in its environment.
-            envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0", "PATH": playbook_search_path(),
                        **{name: "" for name in _WITHHELD_ENV if name in os.environ}}
             if self.ansible_config is not None and self.ansible_config.exists():
                 envvars["ANSIBLE_CONFIG"] = str(self.ansible_config)
+            inventory: str | list[str] = str(job.inventory)
+            facts = dict(self.inventory_defaults())
+            if facts:
+                defaults = private / "runbook-bot-defaults.yml"
+                with open(defaults, "w", encoding="utf-8") as f:  # values `!unsafe`: never templated
+                    yaml.dump({"all": {"vars": facts}}, f, Dumper=_UnsafeDumper, default_flow_style=False)
+                inventory = [str(defaults), str(job.inventory)]
             artifact_root.mkdir(parents=True, exist_ok=True)
             artifact_dir.mkdir(mode=0o700)
             collector = _EventCollector(job.ident, redactor, on_progress, artifact_dir / "stdout.txt")
             try:
                 thread, runner = ansible_runner.run_async(
                     private_data_dir=str(private), project_dir=str(job.project_dir), playbook=str(job.playbook),
-                    inventory=str(job.inventory), ident=job.ident, artifact_dir=str(artifact_root),
+                    inventory=inventory, ident=job.ident, artifact_dir=str(artifact_root),
                     envvars=envvars, cmdline="--check --diff" if job.check else None,
                     event_handler=collector, cancel_callback=should_cancel, quiet=True,
                     settings=None, rotate_artifacts=0,

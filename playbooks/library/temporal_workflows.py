@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -486,16 +487,30 @@ class Finder:
 # accepts TCP and never answers), so the whole connect is bounded with asyncio.wait_for. (The abandoned
 # native connect task then prints a pyo3 panic on the module's stderr at exit, and it can keep the
 # interpreter from shutting down at all: seen in CI as a module that never exits. So the module reports
-# through `_leave`, which skips interpreter shutdown once the JSON result is written.)
+# through `_leave`, which skips interpreter shutdown once the JSON result is written. Skipping it also
+# skips the clean-up Ansible does on the way out, so `_leave` does that part itself: the AnsiballZ
+# wrapper's payload dir (its `finally: shutil.rmtree`) and AnsibleModule's own tmpdir (an atexit hook).)
+
+
+def _ansiballz_payload_dir() -> str | None:
+    """The temp dir the AnsiballZ wrapper extracted this module into (`ansible_<module>_payload_*`)."""
+    for entry in sys.path:
+        parent = os.path.dirname(entry)
+        if entry.endswith("_payload.zip") and os.path.basename(parent).startswith("ansible_temporal_workflows_payload"):
+            return parent
+    return None
 
 
 def _leave(report, **result) -> None:
-    """Report (exit_json/fail_json write the JSON, then raise SystemExit) and end the process at once."""
+    """Report (exit_json/fail_json write the JSON, then raise SystemExit), clean up, end the process at once."""
     try:
         report(**result)
     except SystemExit as done:
         sys.stdout.flush()
         sys.stderr.flush()
+        for path in (_ansiballz_payload_dir(), getattr(getattr(report, "__self__", None), "_tmpdir", None)):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
         os._exit(done.code if isinstance(done.code, int) else 1)
 
 

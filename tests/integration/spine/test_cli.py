@@ -113,7 +113,7 @@ def test_invalid_catalog_names_file_and_key(spine_env: dict[str, str], tmp_path:
 
 def test_embedded_postgres_is_the_default(tmp_path: Path) -> None:
     """With DATABASE_URL unset, the CLI starts its own PostgreSQL under RUNBOOK_BOT_HOME and reuses it."""
-    from bot.storage.database import stop_embedded
+    from bot.storage.database import embedded_pgdata, stop_embedded
 
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -124,9 +124,11 @@ def test_embedded_postgres_is_the_default(tmp_path: Path) -> None:
         assert first.returncode == 0, first.stderr
         again = cli(env, "runs", "--json")
         assert [r["runbook"] for r in json.loads(again.stdout)] == ["db-connections"]
-        assert (home / "pgdata" / "PG_VERSION").exists()
+        assert (embedded_pgdata(home) / "PG_VERSION").exists()
     finally:
         stop_embedded(home)
+        if os.geteuid() == 0:  # the cluster lives outside the home (see embedded_pgdata)
+            shutil.rmtree(embedded_pgdata(home).parent, ignore_errors=True)
 
 
 def test_status_follow_streams_until_the_run_ends(spine_env: dict[str, str]) -> None:

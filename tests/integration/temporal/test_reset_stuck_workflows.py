@@ -8,7 +8,14 @@ import uuid
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.integration.temporal.conftest import REPO, TemporalServer, TemporalWorker, free_port, wait_for
+from tests.integration.temporal.conftest import (
+    REPO,
+    TemporalServer,
+    TemporalWorker,
+    free_port,
+    run_playbook,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -184,6 +191,20 @@ def test_server_that_never_answers_fails_within_the_rpc_timeout(silent_listener,
 
     assert run.rc != 0
     assert any(f"cannot connect to Temporal at {silent_listener}: no answer within 2 s" in m for m in run.messages)
+
+
+@pytest.mark.parametrize("peer", ["silent", "closed"])
+def test_module_runs_leave_nothing_in_the_temp_directory(peer, silent_listener, tmp_path):
+    """Each module run removes its AnsiballZ payload dir, also when it ends early (no answer, or refused)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    address = silent_listener if peer == "silent" else f"127.0.0.1:{free_port()}"
+    extra = {"temporal_address": address, "temporal_rpc_timeout": 2, "task_queue": "q", "reason": REASON}
+
+    run = run_playbook(address, extra, check=True, env={"TMPDIR": str(tmp)})
+
+    assert run.rc != 0 and any("Temporal at" in m for m in run.messages), run.stdout[-2000:]
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith("ansible_")) == []
 
 
 def test_api_key_never_appears_in_output(temporal_server, worker, reset_playbook):
