@@ -13,6 +13,7 @@ from bot.execution.worker import WorkerPool
 from bot.service import RunService
 from bot.storage.database import Database, database_url, migrate
 from bot.storage.keys import Keys
+from bot.storage.spool import OutcomeSpool
 
 
 @dataclass
@@ -50,7 +51,9 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
         db.close()
         raise
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
-                           ansible_config=_ansible_config(settings.playbooks_dir))
+                           ansible_config=_ansible_config(settings.playbooks_dir),
+                           tracking=settings.process_tracking, kill_grace_seconds=settings.kill_grace_seconds)
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
-                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory)
+                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
+                         spool=OutcomeSpool(settings.home / "outcomes"))
     return Context(settings, db, service)

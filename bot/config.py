@@ -35,6 +35,13 @@ def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _tracking_env(env: Mapping[str, str]) -> str:
+    raw = env.get("RUNBOOK_BOT_PROCESS_TRACKING") or "auto"
+    if raw not in ("auto", "cgroup2", "freezer", "environ"):
+        raise ConfigError(f"RUNBOOK_BOT_PROCESS_TRACKING must be auto, cgroup2, freezer or environ, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -52,6 +59,8 @@ class Settings:
     slack_app_token: str | None = None
     slack_api_url: str | None = None
     slack_approval_channel: str | None = None
+    process_tracking: str = "auto"  # auto | cgroup2 | freezer | environ (bot.execution.processes)
+    kill_grace_seconds: float = 5.0  # SIGTERM -> SIGKILL of a stopped run's processes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +82,8 @@ class Settings:
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
             slack_api_url=env.get("SLACK_API_URL") or None,
             slack_approval_channel=env.get("SLACK_APPROVAL_CHANNEL") or None,
+            process_tracking=_tracking_env(env),
+            kill_grace_seconds=_float_env(env, "RUNBOOK_BOT_KILL_GRACE_SECONDS", 5.0),
         )
 
     @property
