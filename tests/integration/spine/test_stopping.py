@@ -62,9 +62,9 @@ def _state_when_final(ctx: Context, run_id: int, pid: int, timeout: float = 60) 
     return final[0]
 
 
-def _worker(spine_env: dict[str, str], **extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **spine_env, "LOGNAME": "alice", **extra}
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, cwd=ROOT,
+def _worker(spine_env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **spine_env, "LOGNAME": "alice"}
+    return subprocess.Popen([sys.executable, "-m", "bot.cli", *(command or ["worker"])], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -118,14 +118,18 @@ def test_timeout_ends_the_task_before_the_run_is_timed_out(ctx: Context, spine_e
     assert "timeout" in (ctx.service.get(res.run.id).error or "")
 
 
-def test_sigterm_of_a_worker_ends_its_runs_and_records_them_interrupted(
-        ctx: Context, spine_env: dict[str, str]) -> None:
-    """SIGTERM of `runbook-bot worker`: the task is ended, the run says so (interrupted), then it exits."""
+@pytest.mark.parametrize(("command", "sig"), [
+    (["worker"], signal.SIGTERM), (["serve", "--no-scheduler"], signal.SIGTERM),
+    (["serve", "--no-scheduler"], signal.SIGINT),
+])
+def test_a_signal_to_worker_or_serve_ends_its_runs_and_records_them_interrupted(
+        ctx: Context, spine_env: dict[str, str], command: list[str], sig: signal.Signals) -> None:
+    """SIGTERM/SIGINT of `worker`/`serve`: the task is ended, the run says so (interrupted), then it exits."""
     res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
-    worker = _worker(spine_env)
+    worker = _worker(spine_env, *command)
     try:
         pid = _sleep_pid(spine_env, res.run.id)
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(sig)
         assert _state_when_final(ctx, res.run.id, pid) is RunState.INTERRUPTED
         assert worker.wait(timeout=60) == 0
     finally:
@@ -133,7 +137,7 @@ def test_sigterm_of_a_worker_ends_its_runs_and_records_them_interrupted(
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
     done = ctx.service.get(res.run.id)
-    assert done.error == "worker stopped by SIGTERM; the playbook was ended and not re-run"
+    assert done.error == f"worker stopped by {sig.name}; the playbook was ended and not re-run"
 
 
 def test_kill_9_of_a_worker_the_recovering_worker_ends_the_task_and_removes_secrets(
