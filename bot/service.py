@@ -268,7 +268,7 @@ class RunService:
             return None
         if self.spool is not None and self.spool.get(run.id) is not None:
             return None  # its outcome is kept here and is recorded as soon as the database takes it
-        if host is not None and procs.owner_alive(record):
+        if host is not None and procs.owner_alive({**record, "host": host}):
             return None  # its worker still runs here (it cannot reach the database): the run is not lost
         ended = "it was claimed before processes were recorded"
         group = record.get("group")
@@ -281,7 +281,12 @@ class RunService:
                                                   "SIGKILL; lock held until they end")
                 return None
             processes.release()
-            ended = "its processes were ended"
+            if processes.local:
+                ended = "its processes were ended"
+            elif processes.host == here:
+                ended = "this host restarted since it started, so its processes are gone"
+            else:
+                ended = f"it was handed to {here}; its processes on {processes.host} were not checked"
         with self.db.transaction() as conn:
             blob = repo.secret_blob(conn, run.id)
         secrets = [str(v) for v in (self.keys.open(blob).values() if blob else []) if v not in (None, "")]

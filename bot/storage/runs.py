@@ -124,6 +124,8 @@ def transition(conn: Conn, run: Run, dst: RunState, *, actor: str, body: dict[st
     if error is not None:
         sets.append("error = %s")
         args.append(error)
+    elif dst.terminal:
+        sets.append("error = NULL")  # drop a note set while it ran (note_error), e.g. "lock held"
     row = conn.execute(
         f"UPDATE runs SET {', '.join(sets)} WHERE id = %s AND state = %s RETURNING {_COLUMNS}",
         (*args, run.id, run.state.value),
@@ -195,11 +197,12 @@ def note_error(conn: Conn, run_id: int, error: str) -> None:
 
 
 def heartbeat(conn: Conn, run_ids: Sequence[int]) -> dict[int, bool]:
-    """Refresh heartbeats of our running runs; returns run id -> cancel requested."""
+    """Refresh heartbeats of our running runs (a sweeper's "lock held" note no longer applies);
+    returns run id -> cancel requested."""
     if not run_ids:
         return {}
     rows = conn.execute(
-        "UPDATE runs SET heartbeat_at = now() WHERE id = ANY(%s) AND state = 'running'"
+        "UPDATE runs SET heartbeat_at = now(), error = NULL WHERE id = ANY(%s) AND state = 'running'"
         " RETURNING id, cancel_requested", (list(run_ids),),
     ).fetchall()
     return {int(r["id"]): bool(r["cancel_requested"]) for r in rows}

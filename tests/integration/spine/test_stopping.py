@@ -19,6 +19,7 @@ from bot.app import Context, build
 from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.errors import LockHeld, RunbookBotError
+from bot.execution.worker import WorkerPool
 from bot.storage import audit
 from tests.integration.conftest import ROOT, cli, op, ran
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree, wait_for
@@ -193,6 +194,27 @@ def test_a_stale_run_of_another_host_keeps_its_lock_and_says_why(ctx: Context, d
     assert held.error is not None and "owner host far-away-host has not confirmed" in held.error
     with pytest.raises(LockHeld):
         ctx.service.request("sleeper", {"seconds": "1"}, op(ctx, "alice"))
+
+
+def test_a_stale_run_whose_worker_is_alive_here_is_left_alone(
+        ctx: Context, spine_env: dict[str, str], database_url: str) -> None:
+    """Missed heartbeats alone do not make a run lost: while its worker process lives, the sweeper of
+    its own host neither ends its processes nor marks it interrupted."""
+    res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
+    pool = WorkerPool(ctx.service, ctx.db, size=1, poll_seconds=0.2, heartbeat_seconds=3600)
+    pool.start()
+    try:
+        pid = _sleep_pid(spine_env, res.run.id)
+        with psycopg.connect(database_url) as conn:
+            conn.execute("UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (res.run.id,))
+        assert ctx.service.recover_stale(1) == []
+        assert ctx.service.get(res.run.id).state is RunState.RUNNING
+        assert _alive(pid)
+        ctx.service.cancel(res.run.id, op(ctx, "alice"))
+        pool.tracker.beat()  # the cancel request travels with the heartbeat
+        assert _state_when_final(ctx, res.run.id, pid) is RunState.CANCELLED
+    finally:
+        pool.stop()
 
 
 @pytest.fixture
