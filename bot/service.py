@@ -402,6 +402,9 @@ class RunService:
                 repo.set_process_group(conn, run.id, processes.as_record())
 
         try:
+            request = should_stop()
+            if request is not None:  # cancelled, or the worker began stopping, as it claimed the run
+                return self._finish_stopped(run, request, should_stop)
             runbook = self.catalog.get(run.runbook)
             values = dict(run.params)
             if blob is not None:
