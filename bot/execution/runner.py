@@ -228,6 +228,8 @@ class AnsibleRunner:
             os.chmod(d, 0o700)
         self.tracking, self._cgroup_parent = choose_tracking(tracking)
         self.kill_grace_seconds = kill_grace_seconds
+        log.info("run processes are tracked by %s%s", self.tracking,
+                 f" under {self._cgroup_parent}" if self._cgroup_parent else " (environment marker only)")
 
     def end(self, processes: RunProcesses) -> None:
         """End every process of a run (TERM, grace, KILL); returns only once none is alive."""

@@ -63,6 +63,16 @@ def _state_when_final(ctx: Context, run_id: int, pid: int, timeout: float = 60) 
     return final[0]
 
 
+@pytest.fixture(autouse=True)
+def _no_task_outlives_its_test(spine_env: dict[str, str]) -> Iterator[None]:
+    """If a test fails half-way, the sleep it started is still ended (only pids our playbooks wrote)."""
+    yield
+    for pidfile in Path(spine_env["SPINE_TEST_LOG"]).parent.glob("sleep-*.pid"):
+        text = pidfile.read_text().strip()
+        if text.isdigit() and _alive(int(text)) and b"sleep" in Path(f"/proc/{text}/cmdline").read_bytes():
+            os.kill(int(text), signal.SIGKILL)
+
+
 def _worker(spine_env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **spine_env, "LOGNAME": "alice"}
     return subprocess.Popen([sys.executable, "-m", "bot.cli", *(command or ["worker"])], env=env, cwd=ROOT,
@@ -105,14 +115,14 @@ def test_cancel_ends_the_task_before_the_run_is_cancelled_and_the_lock_freed(
 
 
 def test_timeout_ends_the_task_before_the_run_is_timed_out(ctx: Context, spine_env: dict[str, str]) -> None:
-    """A runbook timeout (3 s) ends the sleeping task before the run shows timed_out and frees its lock."""
-    res = ctx.service.request("hasty", {"seconds": "60"}, op(ctx, "alice"))
+    """A runbook timeout (12 s) ends the sleeping task before the run shows timed_out and frees its lock."""
+    res = ctx.service.request("tardy", {"seconds": "60"}, op(ctx, "alice"))
     pool = ctx.worker_pool(1)
     pool.start()
     try:
         pid = _sleep_pid(spine_env, res.run.id)
         with pytest.raises(LockHeld):
-            ctx.service.request("hasty", {"seconds": "1"}, op(ctx, "alice"))
+            ctx.service.request("tardy", {"seconds": "1"}, op(ctx, "alice"))
         assert _state_when_final(ctx, res.run.id, pid) is RunState.TIMED_OUT
     finally:
         pool.stop()
@@ -241,7 +251,7 @@ def test_database_down_when_the_playbook_ends_the_outcome_is_recorded_later(
     ctx = build(Settings.from_env(env))
     pool = ctx.worker_pool(1)
     try:
-        res = ctx.service.request("sleeper", {"seconds": "4"}, op(ctx, "alice"))
+        res = ctx.service.request("sleeper", {"seconds": "8"}, op(ctx, "alice"))
         pool.start()
         pid = _sleep_pid(spine_env, res.run.id)
         own_cluster.stop("fast")
@@ -255,7 +265,7 @@ def test_database_down_when_the_playbook_ends_the_outcome_is_recorded_later(
         wait_for(lambda: _quietly(lambda: ctx.service.get(res.run.id).state.terminal), timeout=60)
         done = ctx.service.get(res.run.id)
         assert done.state is RunState.SUCCEEDED, done.error
-        assert done.summary == ["slept 4s"]
+        assert done.summary == ["slept 8s"]
         assert audit.verify(ctx.db).ok
         wait_for(lambda: not spooled.exists(), timeout=30)
     finally:
