@@ -273,6 +273,39 @@ def test_database_down_when_the_playbook_ends_the_outcome_is_recorded_later(
         ctx.close()
 
 
+def test_an_outcome_kept_by_a_killed_worker_is_recorded_by_the_next_one(
+        own_cluster: PgCluster, spine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker that kept an outcome while PostgreSQL was down is killed; the next worker records it."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(own_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    env = {**spine_env, "DATABASE_URL": own_cluster.dsn(name)}
+    monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
+    ctx = build(Settings.from_env(env))
+    try:
+        res = ctx.service.request("sleeper", {"seconds": "8"}, op(ctx, "alice"))
+        worker = _worker(env)
+        try:
+            pid = _sleep_pid(spine_env, res.run.id)
+            own_cluster.stop("fast")
+            spooled = ctx.settings.home / "outcomes" / f"{res.run.id}.json"
+            wait_for(lambda: spooled.exists() and not _alive(pid), timeout=60)
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+        own_cluster.start()
+        after = cli(env, "worker", "--once")
+        assert after.returncode == 0, after.stderr
+        wait_for(lambda: _quietly(lambda: ctx.service.get(res.run.id)) is not None, timeout=30)  # pool reconnects
+        done = ctx.service.get(res.run.id)
+        assert done.state is RunState.SUCCEEDED, done.error
+        assert done.summary == ["slept 8s"]
+        assert not spooled.exists()
+        assert audit.verify(ctx.db).ok
+    finally:
+        ctx.close()
+
+
 def _quietly(fn: object) -> object:
     """fn() or None while the database is still coming back."""
     try:
