@@ -26,6 +26,7 @@ from bot.storage.database import (
     ownership_warning,
 )
 from bot.storage.keys import Keys
+from bot.storage.spool import OutcomeSpool
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,11 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
     db, warnings = open_database(settings, pool_size=pool_size)
     runner = AnsibleRunner(settings.work_dir, settings.artifacts_dir,
                            ansible_config=_ansible_config(settings.playbooks_dir),
-                           inventory_defaults=lambda: inventory_defaults(settings))
+                           inventory_defaults=lambda: inventory_defaults(settings),
+                           tracking=settings.process_tracking, kill_grace_seconds=settings.kill_grace_seconds)
     service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
                          playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
-                         anchors=Anchorer(db, keys.anchor_hmac, sinks))
+                         anchors=Anchorer(db, keys.anchor_hmac, sinks), spool=OutcomeSpool(settings.home / "outcomes"))
     return Context(settings, db, service, warnings)
 
 

@@ -303,13 +303,21 @@ def _cmd_cancel(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     console.attach(ctx.service, out)
     pool = ctx.worker_pool(args.concurrency)
+    stop = threading.Event()
+    stopped_by: list[str] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+        if args.once:
+            pool.interrupt(f"worker stopped by {stopped_by[0]}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     if args.once:
         finished = pool.run_once()
         out.write(f"worker: {len(finished)} run(s) finished\n")
         return 0
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     pool.start()
     out.write(f"worker {pool.name}: {pool.size} slot(s), waiting for queued runs (Ctrl-C to stop)\n")
     out.flush()
@@ -318,7 +326,7 @@ def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             pool.housekeeping()
         except RunbookBotError as e:
             log.warning("housekeeping: %s", e)
-    pool.stop()
+    pool.stop(why=f"worker stopped by {stopped_by[0]}" if stopped_by else "the worker stopped")
     return 0
 
 

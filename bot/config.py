@@ -57,6 +57,13 @@ def find_project_dir(cwd: Path | None = None) -> tuple[Path | None, str]:
     return None, f"no project dir: no {markers} in {cwd} or its parents, nor in {installed}"
 
 
+def _tracking_env(env: Mapping[str, str]) -> str:
+    raw = env.get("RUNBOOK_BOT_PROCESS_TRACKING") or "auto"
+    if raw not in ("auto", "cgroup2", "freezer", "environ"):
+        raise ConfigError(f"RUNBOOK_BOT_PROCESS_TRACKING must be auto, cgroup2, freezer or environ, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -79,6 +86,8 @@ class Settings:
     audit_anchor_s3: str | None = None      # s3://bucket/prefix with Object Lock
     secret_key: str | None = field(default=None, repr=False)  # RUNBOOK_BOT_SECRET_KEY of the same environment
     project_search: str = ""  # where the project directory was looked for (defaults of the paths above)
+    process_tracking: str = "auto"  # auto | cgroup2 | freezer | environ (bot.execution.processes)
+    kill_grace_seconds: float = 5.0  # SIGTERM -> SIGKILL of a stopped run's processes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +121,8 @@ class Settings:
             audit_anchor_file=Path(env.get("RUNBOOK_BOT_AUDIT_ANCHOR_FILE") or home / "audit-anchors").expanduser(),
             audit_anchor_s3=env.get("RUNBOOK_BOT_AUDIT_ANCHOR_S3") or None,
             secret_key=env.get("RUNBOOK_BOT_SECRET_KEY") or None,
+            process_tracking=_tracking_env(env),
+            kill_grace_seconds=_float_env(env, "RUNBOOK_BOT_KILL_GRACE_SECONDS", 5.0),
         )
 
     @property

@@ -351,12 +351,13 @@ def _socket_mode_handler(app: App, app_token: str, ack_latency: Histogram) -> An
 
 
 # ----------------------------------------------------------------------------- serve
-def _install_signals(stop: threading.Event) -> None:
+def _install_signals(stop: threading.Event, stopped_by: list[str]) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # in-process use (tests): the caller sets `stop`
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signum)
+        stopped_by.append(signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -373,7 +374,8 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = stop or threading.Event()
-    _install_signals(stop)
+    stopped_by: list[str] = []  # the signal's name: running runs are recorded "worker stopped by SIGTERM"
+    _install_signals(stop, stopped_by)
     settings = ctx.settings
     ack_latency = Histogram("runbook_bot_slack_ack_seconds", "Time to acknowledge a Slack request.")
     app: App | None = None
@@ -460,8 +462,8 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
             executor.shutdown(wait=True, cancel_futures=False)
         if stop_scheduler is not None:
             stop_scheduler()
-        if pool is not None:
-            pool.stop()
+        if pool is not None:  # ends running runs' process trees and records them interrupted
+            pool.stop(why=f"worker stopped by {stopped_by[0]}" if stopped_by else "the worker stopped")
         if notifier is not None:
             sinks = getattr(sys.modules.get("bot.scheduler"), "alert_sinks", None)
             if isinstance(sinks, list) and notifier.alert in sinks:

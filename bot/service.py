@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +39,19 @@ from bot.errors import (
     RequestExpired,
     RunbookBotError,
     RunFinished,
+    RunNotFound,
     RunStateError,
+    StorageError,
 )
+from bot.execution import processes as procs
+from bot.execution.processes import RunProcesses
 from bot.execution.redaction import Redactor
-from bot.execution.runner import AnsibleRunner, Job, Outcome, Progress
+from bot.execution.runner import AnsibleRunner, Job, Outcome, ProcessesSink, Progress, StopCheck, StopRequest
 from bot.storage import runs as repo
 from bot.storage.anchors import Anchorer
 from bot.storage.database import Database
 from bot.storage.keys import Keys
+from bot.storage.spool import OutcomeSpool
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,9 @@ ProgressListener = Callable[[Run, Progress], None]
 
 
 class CancelTracker(Protocol):
-    """Supplied by the worker pool: heartbeats the run and says when cancel was requested."""
+    """Supplied by the worker pool: heartbeats the run and says when it must stop (cancel or shutdown)."""
 
-    def track(self, run_id: RunId) -> Callable[[], bool]: ...
+    def track(self, run_id: RunId) -> StopCheck: ...
 
     def untrack(self, run_id: RunId) -> None: ...
 
@@ -81,6 +87,8 @@ class RunService:
     run_listeners: list[RunListener] = field(default_factory=list)
     progress_listeners: list[ProgressListener] = field(default_factory=list)
     anchors: Anchorer | None = None  # copies the audit head outside PostgreSQL after each transition
+    spool: OutcomeSpool | None = None  # outcomes kept while the database is down (RUNBOOK_BOT_HOME/outcomes)
+    retry_max_seconds: float = 30.0  # backoff cap while recording an outcome waits for the database
 
     # ----------------------------------------------------------------- queries
     def runbook(self, name: str) -> Runbook:
@@ -106,7 +114,8 @@ class RunService:
             return repo.list_runs(conn, limit=limit, runbook=runbook, states=states)
 
     # ----------------------------------------------------------------- plan
-    def plan(self, runbook: Runbook, values: Mapping[str, Any], *, ident: str) -> Plan:
+    def plan(self, runbook: Runbook, values: Mapping[str, Any], *, ident: str,
+             should_stop: StopCheck | None = None, on_processes: ProcessesSink | None = None) -> Plan:
         """The plan for these values: parameters (secrets as HMACs), playbook hash, check-mode output."""
         path = playbook_path(runbook, self.playbooks_dir)
         try:
@@ -116,7 +125,8 @@ class RunService:
         params = protected_params(values, runbook.secret_names, self.keys.audit_hmac)
         if not runbook.check_mode:
             return Plan(runbook.name, params, digest)
-        outcome = self.runner.run(self._job(runbook, values, ident=f"{ident}-check", check=True))
+        outcome = self.runner.run(self._job(runbook, values, ident=f"{ident}-check", check=True),
+                                  should_stop=should_stop or (lambda: None), on_processes=on_processes)
         if outcome.status != "successful":
             why = "; ".join(outcome.failures[:3]) or f"ansible-playbook ended {outcome.status} (rc {outcome.rc})"
             raise PlanError(f"check mode failed for {runbook.name}: {why}")
@@ -242,56 +252,190 @@ class RunService:
         return done
 
     def recover_stale(self, stale_after_seconds: float) -> list[Run]:
-        """Runs whose worker stopped heartbeating become `interrupted` (never re-run on their own)."""
+        """Runs whose worker stopped heartbeating. Outcomes kept on this host are recorded first. A run
+        of this host whose worker is gone has its processes ended, its private files and secrets removed,
+        and becomes `interrupted` (never re-run on its own). A run owned by another host stays running,
+        lock held, saying so in its error: only the owning host can see and end its processes."""
+        done = self.record_spooled()
         with self.db.transaction() as conn:
-            done = [repo.transition(conn, r, RunState.INTERRUPTED, actor="system",
-                                    error="the worker running it stopped (no heartbeat); it was not re-run",
-                                    body={"stale_after_seconds": int(stale_after_seconds)})
-                    for r in repo.stale_running(conn, stale_after_seconds)]
-        for r in done:
-            self._emit(r, "interrupted")
+            stale = repo.stale_running(conn, stale_after_seconds, for_update=False)
+        for run in stale:
+            try:
+                finished = self._recover(run, stale_after_seconds)
+            except RunbookBotError as e:
+                log.warning("run %s: stale-run recovery failed: %s", run.id, e)
+                continue
+            if finished is not None:
+                done.append(finished)
+        return done
+
+    def _recover(self, run: Run, stale_after_seconds: float) -> Run | None:
+        with self.db.transaction() as conn:
+            host, record = repo.ownership(conn, run.id)
+        here = procs.host_name()
+        if host is not None and host != here:
+            with self.db.transaction() as conn:
+                repo.note_error(conn, run.id, f"its worker stopped heartbeating; owner host {host} has not "
+                                              "confirmed its processes ended; lock held")
+            return None
+        if self.spool is not None and self.spool.get(run.id) is not None:
+            return None  # its outcome is kept here and is recorded as soon as the database takes it
+        if host is not None and procs.owner_alive({**record, "host": host}):
+            return None  # its worker still runs here (it cannot reach the database): the run is not lost
+        ended = "it was claimed before processes were recorded"
+        group = record.get("group")
+        if isinstance(group, dict):
+            processes = RunProcesses.from_record(group)
+            left = processes.end(self.runner.kill_grace_seconds)
+            if left:
+                with self.db.transaction() as conn:
+                    repo.note_error(conn, run.id, f"its worker stopped; processes {left} of the run survived "
+                                                  "SIGKILL; lock held until they end")
+                return None
+            processes.release()
+            if processes.local:
+                ended = "its processes were ended"
+            elif processes.host == here:
+                ended = "this host restarted since it started, so its processes are gone"
+            else:
+                ended = f"it was handed to {here}; its processes on {processes.host} were not checked"
+        with self.db.transaction() as conn:
+            blob = repo.secret_blob(conn, run.id)
+        secrets = [str(v) for v in (self.keys.open(blob).values() if blob else []) if v not in (None, "")]
+        self.runner.discard_run_files(str(run.id), secrets)
+        with self.db.transaction() as conn:
+            current = repo.lock_if_stale(conn, run.id, stale_after_seconds)
+            if current is None:
+                return None  # it heartbeated again, or someone else finished it meanwhile
+            finished = repo.transition(
+                conn, current, RunState.INTERRUPTED, actor="system",
+                error=f"the worker running it stopped (no heartbeat); {ended}; it was not re-run",
+                body={"stale_after_seconds": int(stale_after_seconds), "host": host, "ended": ended},
+            )
+        self._emit(finished, "interrupted")
+        return finished
+
+    def record_spooled(self) -> list[Run]:
+        """Record the outcomes this host kept while the database was down (at start-up and each sweep)."""
+        if self.spool is None:
+            return []
+        done: list[Run] = []
+        for run_id in self.spool.pending():
+            outcome = self.spool.get(run_id)
+            if outcome is None:
+                continue
+            try:
+                run = self._write_outcome(run_id, outcome)
+            except StorageError:
+                break  # still down: the next sweep tries again
+            if run is not None:
+                done.append(run)
         return done
 
     # ----------------------------------------------------------------- execution
     def execute_next(self, worker: str, tracker: CancelTracker) -> Run | None:
         """Claim the oldest queued run and carry it to a final state. None when the queue is empty."""
+        owner = procs.this_process()
         with self.db.transaction() as conn:
-            run = repo.claim_next(conn, worker)
+            run = repo.claim_next(conn, worker, host=owner["host"],
+                                  processes={"boot_id": owner["boot_id"], "owner": owner["owner"]})
             blob = repo.secret_blob(conn, run.id) if run is not None else None
         if run is None:
             return None
         self._emit(run, "started")
-        should_cancel = tracker.track(run.id)
+        should_stop = tracker.track(run.id)
         try:
-            return self._execute(run, blob, should_cancel)
+            return self._execute(run, blob, should_stop)
         finally:
             tracker.untrack(run.id)
 
-    def _finish(self, run: Run, state: RunState, *, summary: list[str] | None = None,
-                result: dict[str, Any] | None = None, error: str | None = None,
-                body: dict[str, Any] | None = None) -> Run:
-        with self.db.transaction() as conn:
-            current = repo.get_run(conn, run.id, for_update=True)
-            done = repo.transition(conn, current, state, actor="worker:" + socket.gethostname(),
-                                   summary=summary, result=result, error=error, body=body)
-        self._emit(done, state.value)
+    def _write_outcome(self, run_id: int, outcome: Mapping[str, Any]) -> Run | None:
+        """Commit a final transition; None (and nothing written) when the run is no longer running."""
+        try:
+            with self.db.transaction() as conn:
+                current = repo.get_run(conn, run_id, for_update=True)
+                done = None
+                if current.state is RunState.RUNNING:
+                    done = repo.transition(conn, current, RunState(outcome["state"]), actor=str(outcome["actor"]),
+                                           summary=outcome.get("summary"), result=outcome.get("result"),
+                                           error=outcome.get("error"), body=outcome.get("body"))
+        except RunNotFound:
+            done = None
+        if self.spool is not None:
+            self.spool.remove(run_id)
+        if done is not None:
+            self._emit(done, done.state.value)
         return done
 
-    def _execute(self, run: Run, blob: bytes | None, should_cancel: Callable[[], bool]) -> Run:
+    def _finish(self, run: Run, state: RunState, *, summary: list[str] | None = None,
+                result: dict[str, Any] | None = None, error: str | None = None,
+                body: dict[str, Any] | None = None, should_stop: StopCheck | None = None) -> Run:
+        """Record the final state. With the database down the outcome is kept (spooled to a 0600 file, and
+        in memory) and retried with backoff until it is recorded; it is never lost or turned into a guess."""
+        outcome: dict[str, Any] = {"state": state.value, "actor": "worker:" + socket.gethostname(),
+                                   "summary": summary, "result": result, "error": error, "body": body or {}}
         try:
+            return self._write_outcome(run.id, outcome) or self.get(run.id)
+        except StorageError as e:
+            log.warning("run %s ended %s but the database is unreachable (%s); keeping the outcome",
+                        run.id, state.value, e)
+        outcome["body"] = {**outcome["body"], "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "recorded_late": True}
+        if self.spool is not None:
+            try:
+                self.spool.put(run.id, outcome)
+            except OSError as e:
+                log.error("run %s: cannot keep its outcome in %s (%s); retrying from memory only",
+                          run.id, self.spool.directory, e.strerror)
+        delay = 0.5
+        while True:
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline:
+                request = should_stop() if should_stop is not None else None
+                if request is not None and request.kind == "shutdown":
+                    raise StorageError(f"run {run.id}: outcome not recorded yet (kept for the next worker)")
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            try:
+                return self._write_outcome(run.id, outcome) or self.get(run.id)
+            except StorageError as e:
+                delay = min(delay * 2, self.retry_max_seconds)
+                log.warning("run %s: still cannot record its outcome (%s); retrying in %.0fs", run.id, e, delay)
+
+    def _finish_stopped(self, run: Run, request: StopRequest, should_stop: StopCheck) -> Run:
+        if request.kind == "cancel":
+            return self._finish(run, RunState.CANCELLED, error="cancelled while running; its processes were ended",
+                                body={"outcome": "canceled"}, should_stop=should_stop)
+        return self._finish(run, RunState.INTERRUPTED, should_stop=should_stop, body={"outcome": "interrupted"},
+                            error=f"{request.why or 'the worker stopped'}; the playbook was ended and not re-run")
+
+    def _execute(self, run: Run, blob: bytes | None, should_stop: StopCheck) -> Run:
+        def record(processes: RunProcesses) -> None:
+            with self.db.transaction() as conn:
+                repo.set_process_group(conn, run.id, processes.as_record())
+
+        try:
+            request = should_stop()
+            if request is not None:  # cancelled, or the worker began stopping, as it claimed the run
+                return self._finish_stopped(run, request, should_stop)
             runbook = self.catalog.get(run.runbook)
             self._check_approved(run, runbook)
             values = dict(run.params)
             if blob is not None:
                 values.update(self.keys.open(blob))
-            plan = self.plan(runbook, values, ident=str(run.id))
+            try:
+                plan = self.plan(runbook, values, ident=str(run.id), should_stop=should_stop, on_processes=record)
+            except PlanError:
+                request = should_stop()
+                if request is None:
+                    raise
+                return self._finish_stopped(run, request, should_stop)
             approved = Plan.from_dict(run.plan)
             if plan.hash != run.plan_hash:
                 why = ", ".join(approved.differences(plan)) or "plan hash"
                 return self._finish(
                     run, RunState.FAILED,
                     error=f"refused: the plan changed since approval ({why}); request the run again",
-                    body={"refused": "plan_mismatch", "new_plan_hash": plan.hash},
+                    body={"refused": "plan_mismatch", "new_plan_hash": plan.hash}, should_stop=should_stop,
                 )
             redactor = Redactor([values[n] for n in runbook.secret_names if values.get(n) not in (None, "")])
 
@@ -300,15 +444,17 @@ class RunService:
                     listener(run, progress)
 
             outcome = self.runner.run(self._job(runbook, values, ident=str(run.id), check=False, run_id=run.id),
-                                      on_progress=relay, should_cancel=should_cancel)
+                                      on_progress=relay, should_stop=should_stop, on_processes=record)
         except NotApproved as e:
-            return self._finish(run, RunState.FAILED, error=f"refused: {e}", body={"refused": "not_approved"})
+            return self._finish(run, RunState.FAILED, error=f"refused: {e}", body={"refused": "not_approved"},
+                                should_stop=should_stop)
         except RunbookBotError as e:
-            return self._finish(run, RunState.FAILED, error=str(e))
+            return self._finish(run, RunState.FAILED, error=str(e), should_stop=should_stop)
         except Exception as e:
             log.exception("run %s crashed in the worker", run.id)
-            return self._finish(run, RunState.FAILED, error=f"internal error: {type(e).__name__}")
-        return self._record_outcome(run, outcome, redactor)
+            return self._finish(run, RunState.FAILED, error=f"internal error: {type(e).__name__}",
+                                should_stop=should_stop)
+        return self._record_outcome(run, outcome, redactor, should_stop)
 
     def _check_approved(self, run: Run, runbook: Runbook) -> None:
         """Raise NotApproved unless the tables AND the audit chain show the approvals the runbook's current
@@ -317,7 +463,9 @@ class RunService:
             record = repo.approval_record(conn, run, self.keys.event_mac_key)
         check_execution(self.directory, runbook, record, self.slack_groups)
 
-    def _record_outcome(self, run: Run, outcome: Outcome, redactor: Redactor) -> Run:
+    def _record_outcome(self, run: Run, outcome: Outcome, redactor: Redactor, should_stop: StopCheck) -> Run:
+        if outcome.status == "interrupted":
+            return self._finish_stopped(run, StopRequest("shutdown", outcome.stop_why), should_stop)
         state = RUNNER_STATUS.get(outcome.status, RunState.FAILED)
         stats = redactor.value(outcome.stats)
         summary = stats.get("summary")
@@ -327,11 +475,12 @@ class RunService:
         if state is RunState.FAILED:
             error = "; ".join(redactor.value(outcome.failures[:3])) or f"ansible-playbook exited {outcome.rc}"
         elif state is RunState.TIMED_OUT:
-            error = "the playbook ran past the runbook's timeout and was stopped"
+            error = f"the playbook {outcome.stop_why or 'ran past the runbook timeout'}; its processes were ended"
         elif state is RunState.CANCELLED:
-            error = "cancelled while running"
+            error = "cancelled while running; its processes were ended"
         body = {"outcome": outcome.status, "rc": outcome.rc, "changed_tasks": len(outcome.changes)}
-        return self._finish(run, state, summary=summary_lines, result=result or {}, error=error, body=body)
+        return self._finish(run, state, summary=summary_lines, result=result or {}, error=error, body=body,
+                            should_stop=should_stop)
 
     # ----------------------------------------------------------------- events
     def _emit(self, run: Run, event: str) -> None:
@@ -355,8 +504,8 @@ class LocalTracker:
         self.cancelled: set[int] = set()
         self._lock = threading.Lock()
 
-    def track(self, run_id: RunId) -> Callable[[], bool]:
-        return lambda: run_id in self.cancelled
+    def track(self, run_id: RunId) -> StopCheck:
+        return lambda: StopRequest("cancel") if run_id in self.cancelled else None
 
     def untrack(self, run_id: RunId) -> None:
         with self._lock:

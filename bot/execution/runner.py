@@ -4,7 +4,11 @@
   RUNBOOK_BOT_HOME/artifacts/<run id> (0700).
 - Parameters reach the playbook as extra vars in env/extravars, each string tagged `!unsafe` so Ansible
   never templates it: `{{ lookup('pipe','id') }}` stays text. Never a command string.
-- Timeouts (job and idle) in env/settings; `cancel_callback` always passed (polled every 0.5 s).
+- Cancel, timeouts (job and idle) and worker shutdown are enforced here, not by ansible-runner: its
+  cancel_callback/job_timeout kill only the pexpect child's process group, and ansible-playbook forks task
+  processes into groups and sessions of their own. Each job runs inside a RunProcesses unit
+  (bot.execution.processes: its own cgroup, else an environment marker) that is ended as a whole, and a
+  job returns only once nothing of it is alive (leftovers of a finished playbook are ended too).
 - One cheap event handler: it masks secret values in place (ansible-runner writes the same dict to
   job_events afterwards), turns task events into progress lines and keeps set_stats data.
 - ansible-runner's own stdout file is suppressed (it would hold raw output); we write a redacted one.
@@ -20,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +33,23 @@ from typing import Any
 import yaml
 
 from bot.errors import ExecutionError
+from bot.execution.processes import RunProcesses, choose_tracking
 from bot.execution.redaction import Redactor
 
 log = logging.getLogger(__name__)
 ProgressSink = Callable[["Progress"], None]
+ProcessesSink = Callable[[RunProcesses], None]
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Why a running job must stop: an operator's cancel, or the worker shutting down (`why` says how)."""
+
+    kind: str  # cancel | shutdown
+    why: str = ""
+
+
+StopCheck = Callable[[], "StopRequest | None"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +78,13 @@ class Job:
 
 @dataclass
 class Outcome:
-    status: str  # successful | failed | timeout | canceled
+    status: str  # successful | failed | timeout | canceled | interrupted (worker shutdown)
     rc: int | None
     stats: dict[str, Any]  # set_stats data (artifact_data)
     changes: list[dict[str, Any]]  # changed/failed task results (host, task, changed, failed, msg)
     failures: list[str]
     artifact_dir: Path | None
+    stop_why: str = ""  # for interrupted: why the worker stopped
 
 
 class _UnsafeDumper(yaml.SafeDumper):
@@ -117,8 +136,10 @@ class _EventCollector:
         self.failures: list[str] = []
         self._stdout = open(stdout_path, "a", encoding="utf-8", buffering=1) if stdout_path else None
         self._lock = threading.Lock()
+        self.last_event = time.monotonic()
 
     def __call__(self, event: dict[str, Any]) -> bool:
+        self.last_event = time.monotonic()
         self.redactor.in_place(event)
         kind = event.get("event", "")
         data: Mapping[str, Any] = event.get("event_data") or {}
@@ -214,11 +235,20 @@ def playbook_search_path(environ: Mapping[str, str] | None = None) -> str:
     return path
 
 
+def _drop_secret_files(artifact_dir: Path) -> None:
+    """What a playbook killed mid-run leaves with raw values: the callback's partial events, env lists."""
+    _drop_command_env(artifact_dir)
+    for path in artifact_dir.rglob("*"):
+        if path.is_file() and (path.name.endswith("-partial") or path.name in ("env", "env.list")):
+            path.unlink(missing_ok=True)
+
+
 class AnsibleRunner:
-    """Runs Jobs through ansible_runner.run_async in fresh private data dirs."""
+    """Runs Jobs through ansible-runner in fresh private data dirs, each inside its own RunProcesses."""
 
     def __init__(self, work_dir: Path, artifacts_dir: Path, *, ansible_config: Path | None = None,
-                 inventory_defaults: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 inventory_defaults: Callable[[], Mapping[str, Any]] | None = None,
+                 tracking: str = "auto", kill_grace_seconds: float = 5.0) -> None:
         self.work_dir, self.artifacts_dir, self.ansible_config = work_dir, artifacts_dir, ansible_config
         # Group `all` variables this bot knows about its own machine (its embedded database, the demo
         # stanza), read per run: an inventory source given BEFORE the job's inventory, which overrides them.
@@ -226,10 +256,30 @@ class AnsibleRunner:
         for d in (work_dir, artifacts_dir):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)
+        self.tracking, self._cgroup_parent = choose_tracking(tracking)
+        self.kill_grace_seconds = kill_grace_seconds
+        log.info("run processes are tracked by %s%s", self.tracking,
+                 f" under {self._cgroup_parent}" if self._cgroup_parent else " (environment marker only)")
 
-    def run(self, job: Job, *, on_progress: ProgressSink | None = None,
-            should_cancel: Callable[[], bool] = lambda: False) -> Outcome:
-        import ansible_runner  # heavy import, deferred until something runs
+    def end(self, processes: RunProcesses) -> None:
+        """End every process of a run (TERM, grace, KILL); returns only once none is alive."""
+        while processes.end(self.kill_grace_seconds):
+            time.sleep(1.0)  # stuck in the kernel (D state): the run stays running, its lock held, until it dies
+        processes.release()
+
+    def discard_run_files(self, ident: str, secrets: list[str]) -> None:
+        """After a crashed worker's run was ended: its private data dirs go, its artifacts lose raw values."""
+        for private in self.work_dir.glob(f"{ident}-*"):
+            shutil.rmtree(private, ignore_errors=True)
+        artifact_dir = self.artifacts_dir / ident
+        if artifact_dir.is_dir():
+            _drop_secret_files(artifact_dir)
+            Redactor(secrets).scrub_tree(artifact_dir)
+
+    def run(self, job: Job, *, on_progress: ProgressSink | None = None, should_stop: StopCheck = lambda: None,
+            on_processes: ProcessesSink | None = None) -> Outcome:
+        """Run the job to its end (or stop it); `on_processes` learns where its processes are before any starts."""
+        from ansible_runner.interface import init_runner  # heavy import, deferred until something runs
 
         private = Path(tempfile.mkdtemp(prefix=f"{job.ident}-", dir=self.work_dir))
         os.chmod(private, 0o700)
@@ -239,20 +289,20 @@ class AnsibleRunner:
         if artifact_dir.exists():
             shutil.rmtree(artifact_dir)
         redactor = Redactor(job.secrets)
+        processes = RunProcesses.create(job.ident, self.tracking, self._cgroup_parent)
         try:
+            if on_processes is not None:
+                on_processes(processes)  # recorded before anything runs, so a crash leaves it findable
             env_dir = private / "env"
             env_dir.mkdir(mode=0o700)
             write_extravars(env_dir / "extravars", job.extravars)
-            settings: dict[str, Any] = {
-                "job_timeout": job.timeout_seconds, "pexpect_timeout": 0.5, "suppress_output_file": True,
-                "suppress_ansible_output": True,
-            }
-            if job.idle_timeout_seconds:
-                settings["idle_timeout"] = job.idle_timeout_seconds
+            # No job_timeout/idle_timeout for ansible-runner: it would kill only the pexpect child's group.
+            settings: dict[str, Any] = {"pexpect_timeout": 0.5, "suppress_output_file": True,
+                                        "suppress_ansible_output": True}
             (env_dir / "settings").write_text(yaml.safe_dump(settings))
             # The bot's own credentials are none of the playbook's business: blank them in its environment.
             envvars = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0", "PATH": playbook_search_path(),
-                       **{name: "" for name in _WITHHELD_ENV if name in os.environ}}
+                       **{name: "" for name in _WITHHELD_ENV if name in os.environ}, **processes.env()}
             if self.ansible_config is not None and self.ansible_config.exists():
                 envvars["ANSIBLE_CONFIG"] = str(self.ansible_config)
             inventory: str | list[str] = str(job.inventory)
@@ -266,29 +316,68 @@ class AnsibleRunner:
             artifact_dir.mkdir(mode=0o700)
             collector = _EventCollector(job.ident, redactor, on_progress, artifact_dir / "stdout.txt")
             try:
-                thread, runner = ansible_runner.run_async(
-                    private_data_dir=str(private), project_dir=str(job.project_dir), playbook=str(job.playbook),
-                    inventory=inventory, ident=job.ident, artifact_dir=str(artifact_root),
-                    envvars=envvars, cmdline="--check --diff" if job.check else None,
-                    event_handler=collector, cancel_callback=should_cancel, quiet=True,
-                    settings=None, rotate_artifacts=0,
-                )
-                thread.join()
-            except Exception as e:  # noqa: BLE001 - ansible-runner raises bare Exceptions for set-up errors
-                raise ExecutionError(f"could not start ansible-playbook: {redactor.text(str(e))}") from None
+                try:
+                    runner = init_runner(
+                        private_data_dir=str(private), project_dir=str(job.project_dir), playbook=str(job.playbook),
+                        inventory=inventory, ident=job.ident, artifact_dir=str(artifact_root),
+                        envvars=envvars, cmdline="--check --diff" if job.check else None,
+                        event_handler=collector, cancel_callback=lambda: False, quiet=True,
+                        settings=None, rotate_artifacts=0,
+                    )
+                except Exception as e:  # noqa: BLE001 - ansible-runner raises bare Exceptions for set-up errors
+                    raise ExecutionError(f"could not start ansible-playbook: {redactor.text(str(e))}") from None
+                runner.config.command = processes.wrap(list(runner.config.command))
+                thread = threading.Thread(target=runner.run, name=f"ansible-{job.ident}", daemon=True)
+                thread.start()
+                stopped = self._supervise(job, thread, processes, collector, should_stop)
             finally:
                 collector.close()
-            status = str(runner.status)
+            status = stopped.kind if stopped is not None else str(runner.status)
             if status == "failed" and not collector.failures:
                 collector.failures.extend(_error_lines(artifact_dir / "stdout.txt"))
             outcome = Outcome(
-                status=status if status in ("successful", "failed", "timeout", "canceled") else "failed",
+                status=status if status in ("successful", "failed", "timeout", "canceled", "interrupted")
+                else "failed",
                 rc=runner.rc, stats=collector.stats, changes=collector.changes,
                 failures=collector.failures, artifact_dir=artifact_dir if keep_artifacts else None,
+                stop_why=stopped.why if stopped is not None else "",
             )
             if keep_artifacts:
                 _drop_command_env(artifact_dir)
                 redactor.scrub_tree(artifact_dir)
             return outcome
         finally:
+            self.end(processes)  # also after a set-up error: nothing of the job outlives run()
             shutil.rmtree(private, ignore_errors=True)
+
+    def _supervise(self, job: Job, thread: threading.Thread, processes: RunProcesses,
+                   collector: _EventCollector, should_stop: StopCheck) -> _Stopped | None:
+        """Wait for the playbook; on cancel, shutdown or a timeout end its whole process tree."""
+        started = time.monotonic()
+        stopped: _Stopped | None = None
+        while True:
+            thread.join(0.25)
+            if not thread.is_alive():
+                break
+            if stopped is not None:
+                continue
+            request = should_stop()
+            now = time.monotonic()
+            if request is not None:
+                stopped = _Stopped("canceled" if request.kind == "cancel" else "interrupted", request.why)
+            elif job.timeout_seconds and now - started > job.timeout_seconds:
+                stopped = _Stopped("timeout", f"ran past its timeout ({job.timeout_seconds}s)")
+            elif job.idle_timeout_seconds and now - collector.last_event > job.idle_timeout_seconds:
+                stopped = _Stopped("timeout", f"no output for {job.idle_timeout_seconds}s (idle timeout)")
+            if stopped is not None:
+                log.info("job %s: %s; ending its processes", job.ident, stopped.why or stopped.kind)
+                self.end(processes)
+        # The playbook is over; whatever it left behind (background tasks, daemons) belongs to the run too.
+        self.end(processes)
+        return stopped
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    kind: str  # canceled | interrupted | timeout (ansible-runner's status words)
+    why: str

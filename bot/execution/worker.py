@@ -2,7 +2,9 @@
 
 Several pools (several machines) share one database: claims use FOR UPDATE SKIP LOCKED. A heartbeat
 thread keeps our running runs fresh and picks up cancel requests; a run whose worker stops heartbeating
-is turned `interrupted` by whichever pool starts or sweeps next.
+is turned `interrupted` by the next sweep on its own host, once its processes are gone. `stop(why)`
+(SIGTERM/SIGINT of `serve`/`worker`) stops claiming, ends the running runs' process trees and records
+them `interrupted` with `why` before it returns.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+import time
 from typing import Protocol
 
 from bot.domain.ids import RunId
 from bot.domain.runs import Run
+from bot.execution.runner import StopCheck, StopRequest
 from bot.storage import runs as repo
 from bot.storage.database import Database
 
@@ -23,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class Executor(Protocol):
-    def execute_next(self, worker: str, tracker: _Tracker) -> Run | None: ...
+    def execute_next(self, worker: str, tracker: _Tracker) -> Run | None: ...  # _Tracker is a CancelTracker
 
     def recover_stale(self, stale_after_seconds: float) -> list[Run]: ...
 
@@ -39,6 +42,7 @@ class _Tracker:
         self._cancel: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._shutdown: StopRequest | None = None
         self._thread = threading.Thread(target=self._loop, name="runbook-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -48,10 +52,20 @@ class _Tracker:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def track(self, run_id: RunId) -> Callable[[], bool]:
+    def shutdown(self, why: str) -> None:
+        """Every tracked run is told to stop (its processes are ended, it is recorded interrupted)."""
+        self._shutdown = StopRequest("shutdown", why)
+
+    def track(self, run_id: RunId) -> StopCheck:
         with self._lock:
             self._active.add(run_id)
-        return lambda: run_id in self._cancel
+
+        def should_stop() -> StopRequest | None:
+            if self._shutdown is not None:
+                return self._shutdown
+            return StopRequest("cancel") if run_id in self._cancel else None
+
+        return should_stop
 
     def untrack(self, run_id: RunId) -> None:
         with self._lock:
@@ -134,8 +148,15 @@ class WorkerPool:
         self.tracker.stop()
         return self.finished
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def interrupt(self, why: str) -> None:
+        """Stop claiming and tell running runs to stop (safe to call from a signal handler)."""
         self._stop.set()
+        self.tracker.shutdown(why)
+
+    def stop(self, timeout: float = 60.0, why: str = "the worker stopped") -> None:
+        """Stop claiming; end running runs (their whole process trees) and record them before returning."""
+        self.interrupt(why)
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout=timeout)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         self.tracker.stop()

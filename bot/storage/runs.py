@@ -132,6 +132,8 @@ def transition(conn: Conn, run: Run, dst: RunState, *, actor: str, body: dict[st
     if error is not None:
         sets.append("error = %s")
         args.append(error)
+    elif dst.terminal:
+        sets.append("error = NULL")  # drop a note set while it ran (note_error), e.g. "lock held"
     row = conn.execute(
         f"UPDATE runs SET {', '.join(sets)} WHERE id = %s AND state = %s RETURNING {_COLUMNS}",
         (*args, run.id, run.state.value),
@@ -202,24 +204,52 @@ def secret_blob(conn: Conn, run_id: int) -> bytes | None:
     return bytes(row["ciphertext"]) if row else None
 
 
-def claim_next(conn: Conn, worker: str) -> Run | None:
-    """Take the oldest queued run (FOR UPDATE SKIP LOCKED: many workers, one database) and start it."""
+def claim_next(conn: Conn, worker: str, *, host: str | None = None,
+               processes: dict[str, Any] | None = None) -> Run | None:
+    """Take the oldest queued run (FOR UPDATE SKIP LOCKED: many workers, one database) and start it,
+    recording which host (and which process there) owns it."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
     ).fetchone()
     if row is None:
         return None
     run = _run(row, approvals_for(conn, row["id"]))
-    return transition(conn, run, RunState.RUNNING, actor=f"worker:{worker}", worker=worker,
-                      body={"worker": worker})
+    started = transition(conn, run, RunState.RUNNING, actor=f"worker:{worker}", worker=worker,
+                         body={"worker": worker})
+    conn.execute("UPDATE runs SET host = %s, processes = %s WHERE id = %s",
+                 (host, Jsonb(processes) if processes is not None else None, run.id))
+    return started
+
+
+def set_process_group(conn: Conn, run_id: int, group: dict[str, Any]) -> None:
+    """Where the run's processes are about to start (written before they start)."""
+    conn.execute(
+        "UPDATE runs SET processes = coalesce(processes, '{}'::jsonb) || jsonb_build_object('group', %s::jsonb)"
+        " WHERE id = %s AND state = 'running'", (Jsonb(group), run_id),
+    )
+
+
+def ownership(conn: Conn, run_id: int) -> tuple[str | None, dict[str, Any]]:
+    """(host, processes record) of a run."""
+    row = conn.execute("SELECT host, processes FROM runs WHERE id = %s", (run_id,)).fetchone()
+    if row is None:
+        return None, {}
+    return row["host"], dict(row["processes"] or {})
+
+
+def note_error(conn: Conn, run_id: int, error: str) -> None:
+    """Say why a running run is held (no state change, no audit event: nothing happened to it)."""
+    conn.execute("UPDATE runs SET error = %s, updated_at = now() WHERE id = %s AND state = 'running'"
+                 " AND error IS DISTINCT FROM %s", (error, run_id, error))
 
 
 def heartbeat(conn: Conn, run_ids: Sequence[int]) -> dict[int, bool]:
-    """Refresh heartbeats of our running runs; returns run id -> cancel requested."""
+    """Refresh heartbeats of our running runs (a sweeper's "lock held" note no longer applies);
+    returns run id -> cancel requested."""
     if not run_ids:
         return {}
     rows = conn.execute(
-        "UPDATE runs SET heartbeat_at = now() WHERE id = ANY(%s) AND state = 'running'"
+        "UPDATE runs SET heartbeat_at = now(), error = NULL WHERE id = ANY(%s) AND state = 'running'"
         " RETURNING id, cancel_requested", (list(run_ids),),
     ).fetchall()
     return {int(r["id"]): bool(r["cancel_requested"]) for r in rows}
@@ -230,13 +260,23 @@ def request_cancel(conn: Conn, run: Run, actor: str) -> None:
     audit.append(conn, actor=actor, action="cancel_requested", run_id=run.id, body={"state": run.state.value})
 
 
-def stale_running(conn: Conn, stale_after_seconds: float) -> list[Run]:
+def stale_running(conn: Conn, stale_after_seconds: float, *, for_update: bool = True) -> list[Run]:
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM runs WHERE state = 'running'"
-        " AND heartbeat_at < now() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED",
+        " AND heartbeat_at < now() - make_interval(secs => %s)" + (" FOR UPDATE SKIP LOCKED" if for_update else ""),
         (stale_after_seconds,),
     ).fetchall()
     return [_run(r) for r in rows]
+
+
+def lock_if_stale(conn: Conn, run_id: int, stale_after_seconds: float) -> Run | None:
+    """The run, row-locked, if it is still running without a recent heartbeat (else None)."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE id = %s AND state = 'running'"
+        " AND heartbeat_at < now() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED",
+        (run_id, stale_after_seconds),
+    ).fetchone()
+    return _run(row) if row is not None else None
 
 
 def overdue_pending(conn: Conn) -> list[Run]:
