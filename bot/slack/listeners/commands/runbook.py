@@ -19,6 +19,7 @@ from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
 from bot.domain.catalog import Runbook
+from bot.domain.ids import parse_run_id
 from bot.domain.params import parse_assignments
 from bot.domain.policy import Operator, check_request
 from bot.errors import ParameterError, RunbookBotError, StorageError
@@ -121,9 +122,10 @@ def _split(text: str) -> list[str]:
 
 
 def _run_id(words: list[str], verb: str) -> int:
-    if len(words) != 2 or not words[1].lstrip("#").isdigit():
-        raise ParameterError(f"usage: /runbook {verb} RUN_ID")
-    return int(words[1].lstrip("#"))
+    run_id = parse_run_id(words[1]) if len(words) == 2 else None
+    if run_id is None:
+        raise ParameterError(f"usage: /runbook {verb} RUN_ID (a run number such as 12)")
+    return run_id
 
 
 def dispatch(deps: Deps, op: Operator, words: list[str], command: dict[str, Any],
