@@ -26,7 +26,7 @@ from bot.domain.policy import Operator, check_quorum_reachable, check_request
 from bot.domain.runs import Run, RunState
 from bot.domain.text import check_free_text, visible
 from bot.errors import RunbookBotError
-from bot.execution.runner import Progress
+from bot.execution.runner import PROGRESS_FILE, Progress
 from bot.storage import audit
 from bot.views import approval_status, params_text, run_json, run_text, runbook_json, runbook_text
 
@@ -261,7 +261,8 @@ def _follow(ctx: Context, run_id: int, out: TextIO, poll: float = 1.0) -> int:
     artifacts when the worker shares this machine's RUNBOOK_BOT_HOME."""
     import time
 
-    stdout = ctx.settings.artifacts_dir / str(run_id) / "stdout.txt"
+    run_dir = ctx.settings.artifacts_dir / str(run_id)
+    progress, stdout = run_dir / PROGRESS_FILE, run_dir / "stdout.txt"
     state, offset = None, 0
     while True:
         run = ctx.service.get(run_id)
@@ -269,14 +270,16 @@ def _follow(ctx: Context, run_id: int, out: TextIO, poll: float = 1.0) -> int:
             state = run.state
             out.write(f"[run {run.id}] {state.value}" + (f" ({approval_status(run)})" if not state.terminal else "")
                       + "\n")
-        if stdout.exists():
-            with open(stdout, encoding="utf-8", errors="replace") as f:
+        # The worker's progress lines (bot-internal tasks left out); stdout.txt from workers that write none.
+        source = progress if progress.exists() else stdout
+        if source.exists():
+            with open(source, encoding="utf-8", errors="replace") as f:
                 f.seek(offset)
                 chunk = f.read()
                 offset = f.tell()
             for line in chunk.splitlines():
-                if line.startswith(("TASK [", "fatal:", "changed:", "PLAY [")):
-                    out.write(f"[run {run.id}] {line.rstrip(' *')}\n")
+                if source is progress or line.startswith(("TASK [", "fatal:", "changed:", "PLAY [")):
+                    out.write(f"[run {run.id}] {visible(line.rstrip(' *'))}\n")
         out.flush()
         if state.terminal:
             out.write("\n".join(run_text(run)) + "\n")

@@ -211,3 +211,15 @@ def test_init_writes_enough_approvers_for_every_runbook(tmp_path: Path) -> None:
     for rb in load_catalog(ROOT / "runbooks", ROOT / "playbooks"):
         eligible = eligible_approvers(directory, rb, me)
         assert eligible is not None and len(eligible) >= rb.approval.required, rb.name
+
+
+def test_progress_leaves_out_the_tasks_that_report_to_the_bot(spine_env: dict[str, str]) -> None:
+    """The worker's and `status --follow`'s task lines show the runbook's steps, not its set_stats report."""
+    run_id = cli(spine_env, "request", "sleeper", "seconds=0").stdout.strip()
+    work = cli(spine_env, "worker", "--once")
+    assert f"[run {run_id}] TASK Sleep" in work.stdout, work.stdout
+    assert "TASK Report" not in work.stdout
+    follow = cli(spine_env, "status", run_id, "--follow")
+    assert follow.returncode == 0, follow.stderr
+    assert f"[run {run_id}] TASK [Sleep]" in follow.stdout and "TASK [Report]" not in follow.stdout
+    assert "TASK [Report]" in cli(spine_env, "status", run_id, "--output").stdout  # the full output keeps it
