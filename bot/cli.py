@@ -233,7 +233,7 @@ def _cmd_request(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     sys.stderr.write(f"  parameters: {params_text(run.params)}\n")
     sys.stderr.write(f"  plan hash: {run.plan_hash[:12]}\n")
     for line in res.plan.check_output or []:
-        sys.stderr.write(f"  plan: {line}\n")
+        sys.stderr.write(f"  plan: {visible(line)}\n")
     if rb.warning:
         sys.stderr.write(f"  WARNING: {rb.warning}\n")
     if run.state is RunState.PENDING_APPROVAL:

@@ -26,7 +26,8 @@ def _ts(dt: datetime | None) -> str | None:
 
 def run_json(run: Run) -> dict[str, Any]:
     return {
-        "id": run.id, "runbook": run.runbook, "state": run.state.value, "params": run.params,
+        "id": run.id, "runbook": run.runbook, "state": run.state.value,
+        "params": {k: SECRET_MASK if _stored_secret(v) else v for k, v in run.params.items()},
         "requested_by": run.requested_by, "reason": run.reason, "source": run.source,
         "plan_hash": run.plan_hash, "plan": run.plan.get("check_output"), "lock": run.lock_key,
         "approvals_required": run.approvals_required, "approved_by": run.approvers,
@@ -56,9 +57,13 @@ def runbook_json(rb: Runbook) -> dict[str, Any]:
     }
 
 
+def _stored_secret(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_DIGEST_PREFIX)
+
+
 def shown_value(value: Any) -> str:
     """One parameter value for display: a stored secret (its HMAC) as the mask, anything else inert."""
-    if isinstance(value, str) and value.startswith(_DIGEST_PREFIX):
+    if _stored_secret(value):
         return SECRET_MASK
     return visible(value)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from bot.app import Context
+from bot.domain.runs import RunState
 from bot.errors import PlanError
-from tests.integration.conftest import RealSpine, op
+from tests.integration.conftest import RealSpine, drain, op
 from tests.integration.temporal.conftest import run_playbook
 
 pytestmark = pytest.mark.slow
@@ -39,3 +42,15 @@ def test_reset_stuck_workflows_error_names_visibility_query() -> None:
     assert run.rc != 0
     text = " ".join(run.messages)
     assert "workflow_id, task_queue, visibility_query" in text, run.messages
+
+
+def test_unwritable_work_dir_fails_the_run_naming_the_path(ctx: Context) -> None:
+    """An OSError while preparing a run (work dir gone bad, disk full) fails it with the path and why."""
+    work = ctx.settings.work_dir
+    shutil.rmtree(work)
+    work.write_text("not a directory")
+    res = ctx.service.request("hasty", {"seconds": "0"}, op(ctx, "alice"))
+    [run] = drain(ctx)
+    assert run.id == res.run.id and run.state is RunState.FAILED
+    assert run.error is not None and str(work) in run.error and "Not a directory" in run.error
+    assert "internal error" not in run.error

@@ -77,6 +77,9 @@ def test_status_and_runs_mask_secrets(spine_env: dict[str, str]) -> None:
     for out in (cli(spine_env, "status", run_id).stdout, cli(spine_env, "runs").stdout):
         assert "token=••••••" in out
         assert "hmac-sha256" not in out and "s3cr3t-value" not in out
+    as_json = [json.loads(cli(spine_env, "status", run_id, "--json").stdout),
+               *json.loads(cli(spine_env, "runs", "--json").stdout)]
+    assert [r["params"]["token"] for r in as_json] == ["••••••", "••••••"]
 
 
 def test_denied_and_cancelled_runs_say_who(spine_env: dict[str, str]) -> None:
