@@ -163,7 +163,8 @@ def _cmd_init(force: bool, out: TextIO) -> int:
         return 0
     me = getpass.getuser()
     groups, need = _init_needs()
-    others = [f"approver-{i}" for i in range(1, need + 1)]
+    ordinals = ("second", "third", "fourth", "fifth", "sixth")  # the README's tour uses second-approver
+    others = [f"{ordinals[i]}-approver" if i < len(ordinals) else f"approver-{i + 2}" for i in range(need)]
     members = ", ".join([me, *others])
     path.write_text(
         "# Operators file: who is who (see README, 'Operators file'). Written by `runbook-bot init`.\n"

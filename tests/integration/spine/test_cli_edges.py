@@ -211,6 +211,7 @@ def test_init_writes_enough_approvers_for_every_runbook(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     directory = load_directory(path)
     me = directory.operator("newcomer")
+    assert {"second-approver", "third-approver"} <= set(directory.operators)  # the README's tour names the first
     for rb in load_catalog(ROOT / "runbooks", ROOT / "playbooks"):
         eligible = eligible_approvers(directory, rb, me)
         assert eligible is not None and len(eligible) >= rb.approval.required, rb.name
