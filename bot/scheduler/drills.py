@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.domain.durations import format_duration
 from bot.domain.runs import Run, RunState
+from bot.domain.text import visible
 from bot.storage import audit
 from bot.storage import runs as repo
 
@@ -224,8 +225,9 @@ def drills_command(ctx: Context, *, as_json: bool, chart: str | None, out: TextI
         when = f"{d.finished_at:%Y-%m-%d %H:%M}" if d.finished_at else "running"
         rto = f"{d.rto_seconds:.1f}s" if d.rto_seconds is not None else "n/a"
         rpo = f"{d.rpo_seconds:.1f}s" if d.rpo_seconds is not None else "n/a"
-        verdict = "PASS" if d.passed else f"FAIL{' (' + d.failed_check + ')' if d.failed_check else ''}"
-        out.write(f"{d.run_id:>6}  {when}  {d.runbook:<20} {verdict:<28} RTO {rto:>8}  RPO {rpo:>8}  {d.backup}\n")
+        verdict = "PASS" if d.passed else f"FAIL{' (' + visible(d.failed_check) + ')' if d.failed_check else ''}"
+        out.write(f"{d.run_id:>6}  {when}  {d.runbook:<20} {verdict:<28} RTO {rto:>8}  RPO {rpo:>8}  "
+                  f"{visible(d.backup)}\n")
     for s in stale:
         if s.alert:
             out.write(f"STALE: {s.alert}\n")
