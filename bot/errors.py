@@ -11,6 +11,7 @@
     │   ├── NotAnApprover
     │   ├── SelfApproval
     │   ├── AlreadyDecided          this approver already approved/denied
+    │   ├── QuorumUnreachable       fewer eligible approvers exist than the runbook requires
     │   ├── UnknownOperator         the identity maps to no operator
     │   └── NotApproved             a run about to execute lacks the approvals its policy needs
     ├── RunStateError               the run is not in a state that allows this
@@ -69,6 +70,10 @@ class SelfApproval(PolicyError):
 
 
 class AlreadyDecided(PolicyError):
+    pass
+
+
+class QuorumUnreachable(PolicyError):
     pass
 
 

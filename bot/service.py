@@ -28,9 +28,11 @@ from bot.domain.policy import (
     cancel_allowed,
     check_decision,
     check_execution,
+    check_quorum_reachable,
     check_request,
 )
 from bot.domain.runs import RUNNER_STATUS, Run, RunState
+from bot.domain.text import check_free_text
 from bot.errors import (
     LockHeld,
     NotApproved,
@@ -155,8 +157,10 @@ class RunService:
                 source: str = "cli", notify: Mapping[str, Any] | None = None,
                 schedule_key: str | None = None, preapproved: bool = False) -> RequestResult:
         runbook = self.catalog.get(name)
+        check_free_text("reason", reason)
         if not preapproved:
             check_request(self.directory, runbook, requester, self.slack_groups)
+            check_quorum_reachable(self.directory, runbook, requester)
         values = validate_params(runbook, raw)
         key = lock_key(runbook, values)
         if key is not None:
@@ -194,6 +198,7 @@ class RunService:
         return self._decide(run_id, approver, "deny", comment)
 
     def _decide(self, run_id: int, actor: Operator, decision: str, comment: str) -> Run:
+        check_free_text("comment", comment)
         expired: Run | None = None
         with self.db.transaction() as conn:
             run = repo.get_run(conn, run_id, for_update=True)  # serializes concurrent decisions on this run
@@ -450,6 +455,10 @@ class RunService:
                                 should_stop=should_stop)
         except RunbookBotError as e:
             return self._finish(run, RunState.FAILED, error=str(e), should_stop=should_stop)
+        except OSError as e:  # a full disk or an unwritable RUNBOOK_BOT_HOME: say which path and why
+            where = f"{e.filename}: " if e.filename else ""
+            return self._finish(run, RunState.FAILED, error=f"could not prepare the run: {where}{e.strerror or e}",
+                                should_stop=should_stop)
         except Exception as e:
             log.exception("run %s crashed in the worker", run.id)
             return self._finish(run, RunState.FAILED, error=f"internal error: {type(e).__name__}",

@@ -8,29 +8,28 @@ escape sequences) or Unicode bidirectional controls that make text display diffe
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 from bot.domain.catalog import Parameter, Runbook
+from bot.domain.text import BIDI_CONTROLS, forbidden
 from bot.errors import ParameterError
 
 MAX_VALUE_LENGTH = 4096
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _check_text(param: Parameter, value: str) -> None:
     if len(value) > MAX_VALUE_LENGTH:
         raise ParameterError(f"{param.name}: value is longer than {MAX_VALUE_LENGTH} characters")
     for ch in value:
-        if unicodedata.category(ch) == "Cc":
+        if ch in BIDI_CONTROLS:
+            raise ParameterError(f"{param.name}: bidirectional-text control characters are not allowed")
+        if forbidden(ch):
             raise ParameterError(
                 f"{param.name}: control character U+{ord(ch):04X} is not allowed (newlines, tabs, escapes)"
             )
-    if _BIDI.search(value):
-        raise ParameterError(f"{param.name}: bidirectional-text control characters are not allowed")
 
 
 def _show(param: Parameter, value: object) -> str:

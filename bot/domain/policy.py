@@ -19,6 +19,7 @@ from bot.errors import (
     NotAnApprover,
     NotApproved,
     PolicyError,
+    QuorumUnreachable,
     SelfApproval,
     UnknownOperator,
 )
@@ -89,6 +90,40 @@ def may_request(directory: Directory, runbook: Runbook, op: Operator, slack: Sla
     except NotAllowedToRequest:
         return False
     return True
+
+
+def eligible_approvers(directory: Directory, runbook: Runbook, requester: Operator) -> frozenset[str] | None:
+    """Operators who could approve a request by `requester`, or None when a Slack user group is among the
+    approvers (its members are known to Slack only, so they cannot be counted here)."""
+    names: set[str] = set()
+    for principal in runbook.approval.approvers:
+        if not principal.startswith("group:"):
+            if principal in directory.operators:
+                names.add(principal)
+            continue
+        for member in directory.groups.get(principal[len("group:") :], ()):
+            if member.startswith("slack-group:"):
+                return None
+            names.add(member)
+    if not runbook.approval.allow_self:
+        names.discard(requester.name)
+    return frozenset(names)
+
+
+def check_quorum_reachable(directory: Directory, runbook: Runbook, requester: Operator) -> None:
+    """Raise QuorumUnreachable when fewer operators can approve than the runbook requires: such a request
+    could only wait, holding its lock, until it expires."""
+    need = runbook.approval.required
+    eligible = eligible_approvers(directory, runbook, requester) if need else None
+    if eligible is None or len(eligible) >= need:
+        return
+    who = ", ".join(sorted(eligible)) or "nobody"
+    mine = "" if runbook.approval.allow_self else " other than you"
+    raise QuorumUnreachable(
+        f"{runbook.name} needs {need} approvals from {', '.join(runbook.approval.approvers)}, but only "
+        f"{len(eligible)} operator(s){mine} can approve ({who}): add approvers to those groups in the "
+        "operators file (RUNBOOK_BOT_CONFIG); nothing was requested"
+    )
 
 
 def check_decision(directory: Directory, runbook: Runbook, requester: str, decider: Operator,

@@ -104,6 +104,7 @@ class Run:
     approvals: tuple[Approval, ...] = ()
     notify: dict[str, Any] = field(default_factory=dict)
     cancel_requested: bool = False
+    cancelled_by: str | None = None  # who asked for the cancel (from the audit trail), when cancelled
 
     @property
     def approvers(self) -> list[str]:

@@ -118,12 +118,45 @@ def _task_name(event_data: Mapping[str, Any]) -> str:
 
 
 def _result_message(res: Mapping[str, Any]) -> str:
+    """One line (at most 300 characters) saying why a task failed.
+
+    A message whose first line only introduces the rest ("Validation of arguments failed:" from
+    validate_argument_spec, followed by the argument names) keeps the rest, joined with '; '.
+    """
     for key in ("msg", "stderr", "reason", "module_stderr"):
         value = res.get(key)
         if value:
-            text = str(value).strip()
-            return text.splitlines()[0][:300] if text else ""
+            lines = [ln.strip() for ln in str(value).strip().splitlines() if ln.strip()]
+            if not lines:
+                return ""
+            text = lines[0]
+            if text.endswith(":") and len(lines) > 1:
+                text += " " + "; ".join(lines[1:])
+            return text[:300]
     return ""
+
+
+PROGRESS_FILE = "progress.txt"
+FOLLOWED_KINDS = frozenset({"play", "task", "changed", "failed", "unreachable"})
+
+
+def _followed_line(p: Progress) -> str:
+    """A progress line as `status --follow` prints it (ansible-playbook's own banner style)."""
+    if p.kind == "task":
+        return f"TASK [{p.task}]"
+    if p.kind == "play":
+        return f"PLAY [{p.line.removeprefix('PLAY ')}]"
+    return p.line
+
+
+# Tasks of these actions only report to the bot (set_stats carries the plan, summary and result): they are
+# the bot's channel, not steps of the runbook, so progress (CLI, Slack thread) does not show them.
+BOT_CHANNEL_ACTIONS = frozenset({"ansible.builtin.set_stats", "set_stats"})
+
+
+def bot_channel_task(event_data: Mapping[str, Any]) -> bool:
+    """Is this event's task one that only reports to the bot (hidden from progress)?"""
+    return str(event_data.get("resolved_action") or event_data.get("task_action") or "") in BOT_CHANNEL_ACTIONS
 
 
 class _EventCollector:
@@ -134,6 +167,10 @@ class _EventCollector:
         self.stats: dict[str, Any] = {}
         self.changes: list[dict[str, Any]] = []
         self.failures: list[str] = []
+        # progress.txt (the lines progress shows, for `status --follow` on this host) is created before
+        # stdout.txt, so whoever sees stdout.txt also finds progress.txt.
+        self._progress = (open(stdout_path.with_name(PROGRESS_FILE), "a", encoding="utf-8", buffering=1)
+                          if stdout_path else None)
         self._stdout = open(stdout_path, "a", encoding="utf-8", buffering=1) if stdout_path else None
         self._lock = threading.Lock()
         self.last_event = time.monotonic()
@@ -148,7 +185,7 @@ class _EventCollector:
         progress: Progress | None = None
         if kind == "playbook_on_play_start":
             progress = Progress(self.ident, "play", f"PLAY {data.get('play', '')}")
-        elif kind == "playbook_on_task_start":
+        elif kind == "playbook_on_task_start" and not bot_channel_task(data):
             name = _task_name(data)
             progress = Progress(self.ident, "task", f"TASK {name}", task=name)
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
@@ -172,6 +209,8 @@ class _EventCollector:
         elif kind == "playbook_on_stats":
             self.stats = dict(data.get("artifact_data") or {})
             progress = Progress(self.ident, "stats", "PLAY RECAP")
+        if progress is not None and self._progress is not None and progress.kind in FOLLOWED_KINDS:
+            self._progress.write(_followed_line(progress) + "\n")
         if progress is not None and self.sink is not None:
             try:
                 self.sink(progress)
@@ -180,8 +219,9 @@ class _EventCollector:
         return True
 
     def close(self) -> None:
-        if self._stdout is not None:
-            self._stdout.close()
+        for f in (self._stdout, self._progress):
+            if f is not None:
+                f.close()
 
 
 _WITHHELD_ENV = (

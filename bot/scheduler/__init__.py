@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bot.domain.ids import OperatorName
 from bot.domain.policy import Operator
 from bot.errors import RunbookBotError
-from bot.scheduler.drills import drill_staleness, staleness_metrics
+from bot.scheduler.drills import new_stale_alerts, staleness_metrics
 from bot.storage import audit
 
 if TYPE_CHECKING:
@@ -70,8 +70,9 @@ def fire_scheduled(ctx: Context, runbook_name: str, fire_time: datetime) -> int 
 
 
 def check_staleness(ctx: Context) -> list[str]:
-    """Alert (once per check) for each drill runbook with no successful drill newer than its max age."""
-    alerts = [s.alert for s in drill_staleness(ctx) if s.alert]
+    """Alert once per staleness episode for each drill runbook with no successful drill newer than its max
+    age (remembered in the audit trail, so a restart or another replica does not repeat it)."""
+    alerts = new_stale_alerts(ctx, SCHEDULER.name)
     for text in alerts:
         log.warning("%s", text)
         for sink in alert_sinks:

@@ -2,6 +2,8 @@
 
 A run is a drill when its `result` carries `rto_seconds` (the restore drill playbook's report does).
 A runbook with `drill: {max_age: 8d}` in its front matter must have a successful drill newer than that.
+A staleness episode (one runbook, stale since the same last good drill) is alerted once: the alert is an
+audit event (`drill_stale_alerted`), so every replica and every restart knows it was already said.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from bot.domain.durations import format_duration
 from bot.domain.runs import Run, RunState
+from bot.domain.text import visible
+from bot.storage import audit
 from bot.storage import runs as repo
 
 if TYPE_CHECKING:
@@ -106,6 +110,34 @@ def drill_staleness(ctx: Context) -> list[Staleness]:
     return out
 
 
+STALE_ALERTED = "drill_stale_alerted"
+
+
+def _episode(s: Staleness) -> str:
+    return s.last_good.isoformat() if s.last_good else "never"
+
+
+def new_stale_alerts(ctx: Context, actor: str = "scheduler") -> list[str]:
+    """Alerts for staleness episodes not alerted before, each recorded in the audit trail as it is returned."""
+    fresh = []
+    for s in drill_staleness(ctx):
+        if not s.alert:
+            continue
+        with ctx.db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{STALE_ALERTED}:{s.runbook}",))
+            seen = conn.execute(
+                "SELECT 1 FROM audit_events WHERE action = %s AND body->>'runbook' = %s"
+                " AND body->>'last_success' = %s LIMIT 1", (STALE_ALERTED, s.runbook, _episode(s)),
+            ).fetchone()
+            if seen is not None:
+                continue
+            audit.append(conn, actor=actor, action=STALE_ALERTED, run_id=None, body={
+                "runbook": s.runbook, "last_success": _episode(s), "max_age_seconds": s.max_age_seconds,
+            })
+        fresh.append(s.alert)
+    return fresh
+
+
 def staleness_metrics(ctx: Context) -> list[str]:
     lines = [
         "# HELP runbook_bot_drill_seconds_since_success Seconds since the last successful restore drill.",
@@ -120,10 +152,15 @@ def staleness_metrics(ctx: Context) -> list[str]:
     return lines + stale_lines
 
 
-def write_png(drills: list[Drill], path: Path) -> Path | None:
-    """The RTO trend (oldest first) as a PNG; None when there is nothing to draw."""
-    points = [(d.finished_at, d.rto_seconds, d.passed) for d in reversed(drills) if d.finished_at and d.rto_seconds]
-    if not points:
+def _chart_points(drills: list[Drill]) -> list[tuple[datetime, float, bool]]:
+    return [(d.finished_at, d.rto_seconds, d.passed) for d in reversed(drills) if d.finished_at and d.rto_seconds]
+
+
+def write_png(drills: list[Drill], path: Path, *, empty_ok: bool = False) -> Path | None:
+    """The RTO trend (oldest first) as a PNG. With nothing to draw: None, or with `empty_ok` a chart that
+    says 'no restore drills with an RTO yet' (a file asked for by name is always written)."""
+    points = _chart_points(drills)
+    if not points and not empty_ok:
         return None
     import matplotlib
 
@@ -132,6 +169,15 @@ def write_png(drills: list[Drill], path: Path) -> Path | None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    if not points:
+        ax.set_title("Restore drill RTO")
+        ax.text(0.5, 0.5, "no restore drills with an RTO yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
     xs = [float(date2num(p[0])) for p in points]  # type: ignore[no-untyped-call]
     locator = AutoDateLocator()  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
@@ -179,15 +225,18 @@ def drills_command(ctx: Context, *, as_json: bool, chart: str | None, out: TextI
         when = f"{d.finished_at:%Y-%m-%d %H:%M}" if d.finished_at else "running"
         rto = f"{d.rto_seconds:.1f}s" if d.rto_seconds is not None else "n/a"
         rpo = f"{d.rpo_seconds:.1f}s" if d.rpo_seconds is not None else "n/a"
-        verdict = "PASS" if d.passed else f"FAIL{' (' + d.failed_check + ')' if d.failed_check else ''}"
-        out.write(f"{d.run_id:>6}  {when}  {d.runbook:<20} {verdict:<28} RTO {rto:>8}  RPO {rpo:>8}  {d.backup}\n")
+        verdict = "PASS" if d.passed else f"FAIL{' (' + visible(d.failed_check) + ')' if d.failed_check else ''}"
+        out.write(f"{d.run_id:>6}  {when}  {d.runbook:<20} {verdict:<28} RTO {rto:>8}  RPO {rpo:>8}  "
+                  f"{visible(d.backup)}\n")
     for s in stale:
         if s.alert:
             out.write(f"STALE: {s.alert}\n")
     text = terminal_chart(drills)
     if text:
         out.write(text + "\n")
-    png = write_png(drills, Path(chart) if chart else ctx.settings.home / "drills" / "rto-trend.png")
+    png = write_png(drills, Path(chart) if chart else ctx.settings.home / "drills" / "rto-trend.png",
+                    empty_ok=chart is not None)
     if png is not None:
-        out.write(f"RTO trend chart: {png}\n")
+        empty = "" if _chart_points(drills) else " (empty: no restore drills with an RTO yet)"
+        out.write(f"RTO trend chart: {png}{empty}\n")
     return 0

@@ -1,8 +1,12 @@
 """Block Kit builders: pure functions from domain objects to Slack JSON (the only place Slack JSON exists).
 
 Every piece of user- or playbook-supplied text goes through `esc` (Slack's mrkdwn escaping of &, <, >), so
-a parameter value or a task name can never become a mention, a link or a broadcast. Secret parameter
-values are never shown: the card prints a mask in their place.
+a parameter value or a task name can never become a mention, a link or a broadcast. Free text a person
+typed (reason, comment) goes through `inert`: one line (control characters as visible escapes), inside an
+inline code span with its backticks replaced, so it can neither be formatted (*bold*, _italic_, ~strike~)
+nor break out into a forged `*Status:*` line. Code blocks (`_code`) neutralise backticks and control
+characters the same way, so no stored value can close the block. Secret parameter values are never shown:
+the card prints a mask in their place (also for a stored HMAC).
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from typing import Any
 from bot.domain.catalog import Parameter, Runbook
 from bot.domain.durations import format_duration
 from bot.domain.runs import Run, RunState
+from bot.domain.text import visible
 from bot.slack import ids
-from bot.views import approval_status, run_text, runbook_text
+from bot.views import SECRET_MASK, approval_status, run_text, runbook_text, shown_value
 
 Block = dict[str, Any]
-SECRET_MASK = "••••••"  # noqa: S105 - the mask shown instead of a secret, not one
+_BACKTICK_STANDIN = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT: looks like ` but opens and closes no code
 # Slack's limits: a section's text is at most 3000 characters; a message about 40k; we stay well under.
 SECTION_LIMIT = 2900
 PROGRESS_LINES = 12
@@ -31,6 +36,17 @@ MentionFn = Callable[[str], str]
 def esc(text: object) -> str:
     """Escape text for mrkdwn / plain text the way Slack asks: &, < and > only."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def inert(text: object) -> str:
+    """Free text as inert mrkdwn: one line, escaped, in a code span nothing inside can close."""
+    body = visible(text).replace("`", _BACKTICK_STANDIN)
+    return f"`{esc(body)}`" if body else "` `"
+
+
+def _code_line(line: object) -> str:
+    """A line inside a ``` block: lines kept, other control characters visible, no backtick to close it."""
+    return "\n".join(visible(part) for part in str(line).split("\n")).replace("`", _BACKTICK_STANDIN)
 
 
 def _plain(text: str) -> dict[str, Any]:
@@ -46,7 +62,7 @@ def _context(text: str) -> Block:
 
 
 def _code(lines: Iterable[str], limit: int = SECTION_LIMIT - 8) -> str:
-    body = "\n".join(esc(line) for line in lines)
+    body = "\n".join(esc(_code_line(line)) for line in lines)
     if len(body) > limit:
         body = body[: limit - 2] + "\n…"
     return f"```{body}```"
@@ -66,7 +82,7 @@ def _plain_mention(name: str) -> str:
 def masked_params(run_params: Mapping[str, Any], runbook: Runbook | None) -> list[str]:
     """`name=value` per parameter, secret values masked (the stored value is an HMAC; show neither)."""
     secret = runbook.secret_names if runbook is not None else frozenset()
-    return [f"{k}={SECRET_MASK if k in secret else v}" for k, v in run_params.items()]
+    return [f"{k}={SECRET_MASK if k in secret else shown_value(v)}" for k, v in run_params.items()]
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ def approval_card(run: Run, runbook: Runbook | None, mention: MentionFn = _plain
         {"type": "header", "text": _plain(f"Run {run.id}: {title}")},
         _section(
             f"*Runbook:* `{esc(run.runbook)}`   *Requested by:* {mention(run.requested_by)}"
-            + (f"\n*Reason:* {esc(run.reason)}" if run.reason else "")
+            + (f"\n*Reason:* {inert(run.reason)}" if run.reason else "")
         ),
         _section("*Parameters:*\n" + _code(masked_params(run.params, runbook) or ["(none)"])),
     ]
@@ -108,7 +124,7 @@ def approval_card(run: Run, runbook: Runbook | None, mention: MentionFn = _plain
         blocks.append(_section("*Plan (check mode):*\n" + _code(str(x) for x in plan)))
     details = f"plan hash `{esc(run.plan_hash[:12])}`"
     if run.lock_key:
-        details += f" · lock `{esc(run.lock_key)}`"
+        details += f" · lock {inert(run.lock_key)}"
     if run.state is RunState.PENDING_APPROVAL:
         details += f" · expires {_when(run.expires_at)}"
     blocks.append(_context(details))
@@ -137,14 +153,17 @@ def _decision_line(run: Run, mention: MentionFn) -> str:
         return f"Expired at {_when(run.finished_at or run.expires_at)}: nobody decided in time. Request it again."
     if denials:
         d = denials[-1]
-        return f"Denied by {mention(d.approver)} at {_when(d.at)}" + (f": {esc(d.comment)}" if d.comment else "")
+        return f"Denied by {mention(d.approver)} at {_when(d.at)}" + (f": {inert(d.comment)}" if d.comment else "")
     if approvals:
         last = approvals[-1]
         line = f"Approved by {', '.join(mention(a.approver) for a in approvals)} at {_when(last.at)}"
+    elif run.approvals_required == 0:
+        line = "No approval required"
     else:
-        line = esc(approval_status(run))
+        line = f"0 of {run.approvals_required} approvals"
     if run.state is RunState.CANCELLED:
-        line += f"\nCancelled at {_when(run.finished_at)}"
+        who = f" by {mention(run.cancelled_by)}" if run.cancelled_by else ""
+        line += f"\nCancelled{who} at {_when(run.finished_at)}"
     if run.state.terminal and run.duration_seconds is not None:
         line += f"\nFinished after {esc(format_duration(run.duration_seconds))}"
     return line

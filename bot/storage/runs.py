@@ -24,7 +24,7 @@ _COLUMNS = (
 )
 
 
-def _run(row: dict[str, Any], approvals: Sequence[Approval] = ()) -> Run:
+def _run(row: dict[str, Any], approvals: Sequence[Approval] = (), cancelled_by: str | None = None) -> Run:
     return Run(
         id=RunId(row["id"]), runbook=row["runbook"], state=RunState(row["state"]), params=row["params"],
         requested_by=row["requested_by"], reason=row["reason"], source=row["source"], plan=row["plan"],
@@ -32,8 +32,17 @@ def _run(row: dict[str, Any], approvals: Sequence[Approval] = ()) -> Run:
         created_at=row["created_at"], expires_at=row["expires_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], summary=list(row["summary"] or []), result=dict(row["result"] or {}),
         error=row["error"], notify=dict(row["notify"] or {}), cancel_requested=row["cancel_requested"],
-        approvals=tuple(approvals),
+        approvals=tuple(approvals), cancelled_by=cancelled_by,
     )
+
+
+def cancelled_by(conn: Conn, run_id: int) -> str | None:
+    """Who cancelled the run (or asked a worker to): the actor of its first cancel event in the trail."""
+    row = conn.execute(
+        "SELECT actor FROM audit_events WHERE run_id = %s AND action IN ('cancel_requested', 'cancelled')"
+        " ORDER BY seq LIMIT 1", (run_id,),
+    ).fetchone()
+    return str(row["actor"]) if row else None
 
 
 def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, Any], requested_by: str,
@@ -83,7 +92,8 @@ def get_run(conn: Conn, run_id: int, *, for_update: bool = False) -> Run:
     ).fetchone()
     if row is None:
         raise RunNotFound(f"no run {run_id}: list runs with `runbook-bot runs`")
-    return _run(row, approvals_for(conn, run_id))
+    who = cancelled_by(conn, run_id) if row["state"] == "cancelled" or row["cancel_requested"] else None
+    return _run(row, approvals_for(conn, run_id), who)
 
 
 def approvals_for(conn: Conn, run_id: int) -> list[Approval]:
@@ -147,7 +157,7 @@ def transition(conn: Conn, run: Run, dst: RunState, *, actor: str, body: dict[st
     if error:
         event["error"] = error
     audit.append(conn, actor=actor, action=ACTION_FOR_STATE[dst], run_id=run.id, body=event)
-    return _run(row, run.approvals)
+    return _run(row, run.approvals, cancelled_by(conn, run.id) if dst is RunState.CANCELLED else None)
 
 
 def record_decision(conn: Conn, run: Run, approver: str, decision: str, comment: str,

@@ -147,7 +147,14 @@ def api_client(kubeconfig: str | None, context: str | None) -> Any:
     default_exists = os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config"))
     if path or default_exists:
         return config.new_client_from_config(config_file=path, context=context)
-    config.load_incluster_config()
+    try:
+        config.load_incluster_config()
+    except config.ConfigException as exc:  # says "Service host/port is not set" outside a cluster
+        raise RolloutUndoError(
+            "no Kubernetes cluster to talk to: set KUBECONFIG (or K8S_AUTH_KUBECONFIG) in the environment of the "
+            "worker, or the inventory's kube_context with a kubeconfig at ~/.kube/config, or run the worker in a "
+            f"cluster (in-cluster configuration: {exc})"
+        ) from None
     return client.ApiClient()
 
 

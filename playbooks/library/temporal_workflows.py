@@ -52,7 +52,7 @@ description:
     workflow task, which starts a new run that re-executes from that point (pending activities are
     scheduled again with attempt 1).
   - Either one workflow named by O(workflow_id) (reset whether or not a stuck criterion matches, as long as
-    it is running) or a selection by O(task_queue) and/or a visibility O(query), of which only the
+    it is running) or a selection by O(task_queue) and/or a O(visibility_query), of which only the
     workflows matching at least one stuck criterion are reset.
   - Refuses, before resetting anything, when more than O(max_workflows) workflows would be reset.
   - In check mode nothing is reset; the module returns what would be reset and why.
@@ -83,7 +83,7 @@ options:
     type: str
     default: runbook-bot
   workflow_id:
-    description: The one workflow to reset. Mutually exclusive with O(task_queue) and O(query).
+    description: The one workflow to reset. Mutually exclusive with O(task_queue) and O(visibility_query).
     type: str
   run_id:
     description: Run of O(workflow_id) to reset (default is the current run).
@@ -91,11 +91,13 @@ options:
   task_queue:
     description: Select running workflows on this task queue.
     type: str
-  query:
+  visibility_query:
     description:
       - Visibility query (list filter) selecting workflows, combined with O(task_queue) and with
         C(ExecutionStatus = "Running") by AND.
+      - Named like the runbook's parameter, so an error about it names what the requester typed.
     type: str
+    aliases: [query]
   min_activity_attempts:
     description: Stuck when a pending activity is at attempt >= this number. 0 disables the criterion.
     type: int
@@ -256,8 +258,8 @@ class Finder:
             if not _SAFE_LITERAL.match(self.p["task_queue"]):
                 raise StopError("task_queue must not contain quotes, backslashes or newlines")
             parts.append(f'TaskQueue = "{self.p["task_queue"]}"')
-        if self.p["query"]:
-            parts.append(f"({self.p['query']})")
+        if self.p["visibility_query"]:
+            parts.append(f"({self.p['visibility_query']})")
         return " AND ".join(parts)
 
     def criteria_text(self) -> str:
@@ -586,7 +588,7 @@ def main() -> None:
             "workflow_id": {"type": "str"},
             "run_id": {"type": "str"},
             "task_queue": {"type": "str"},
-            "query": {"type": "str"},
+            "visibility_query": {"type": "str", "aliases": ["query"]},
             "min_activity_attempts": {"type": "int", "default": 3},
             "stuck_minutes": {"type": "int", "default": 0},
             "failing_workflow_task": {"type": "bool", "default": True},
@@ -600,8 +602,8 @@ def main() -> None:
             "scan_limit": {"type": "int", "default": 1000},
             "rpc_timeout": {"type": "float", "default": 10},
         },
-        mutually_exclusive=[("workflow_id", "task_queue"), ("workflow_id", "query")],
-        required_one_of=[("workflow_id", "task_queue", "query")],
+        mutually_exclusive=[("workflow_id", "task_queue"), ("workflow_id", "visibility_query")],
+        required_one_of=[("workflow_id", "task_queue", "visibility_query")],
         required_by={"run_id": "workflow_id"},
         supports_check_mode=True,
     )

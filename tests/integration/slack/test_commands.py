@@ -201,3 +201,44 @@ def test_runbook_the_user_may_not_request(bot: Bot) -> None:
     text = bot.answer("U0ALICE", "run dbonly", "may not request")
     assert "requesters are group:dba" in text
     assert bot.slack.of("views.open") == []
+
+
+def test_status_of_a_superscript_digit_is_a_one_line_answer(bot: Bot) -> None:
+    """`/runbook status ²` ('²'.isdigit() is True, int('²') fails) gets the usage line, not a traceback."""
+    text = bot.answer("U0ALICE", "status ²", "usage: /runbook status RUN_ID")
+    assert "internal error" not in text
+    assert not [line for line in bot.output if "Traceback" in line]
+
+
+def test_button_with_a_superscript_digit_is_explained(bot: Bot) -> None:
+    """A button whose value is '²' is answered ephemerally, not with a traceback in the log."""
+    from urllib.parse import urlencode
+
+    payload, _ = bot.sender.click_payload("U0BOB", "runbook_approve", 1)
+    payload["actions"][0]["value"] = "²"
+    body = urlencode({"payload": json.dumps(payload)})
+    assert bot.sender.post(body, "application/x-www-form-urlencoded").status == 200
+    told = bot.slack.wait_for(lambda: bot.ephemerals_to("U0BOB"), what="the explanation")
+    assert "carries no run id" in told[0]
+    assert not [line for line in bot.output if "Traceback" in line]
+
+
+def test_status_masks_secret_parameters(bot: Bot) -> None:
+    """`/runbook status` shows a secret parameter as a mask, never the HMAC stored in its place."""
+    run_id = bot.request("U0ALICE", f"run greet target=masked token={CANARY}")
+    text = bot.answer("U0ALICE", f"status {run_id}", f"run {run_id}")
+    assert "token=••••••" in text or "token=\\u2022\\u2022\\u2022" in text  # the ack's body is JSON
+    assert "hmac-sha256" not in text and CANARY not in text
+
+
+def test_forged_reason_from_the_modal_is_refused_next_to_its_field(bot: Bot) -> None:
+    """A reason with a newline (a forged *Status:* line) is refused in the modal and creates nothing."""
+    view = {"type": "modal", "callback_id": "runbook_run_modal",
+            "private_metadata": json.dumps({"runbook": "greet", "channel": "C0OPS", "user": "U0BOB"}), "blocks": []}
+    values = {"param__target": {"value": {"type": "plain_text_input", "value": "web"}},
+              "param___reason": {"value": {"type": "plain_text_input",
+                                           "value": "INC-1\n*Status:* :white_check_mark: approved, queued"}}}
+    answer = json.loads(bot.sender.submit_view("U0BOB", view, values).body)
+    assert answer["response_action"] == "errors"
+    assert "newline" in answer["errors"]["param___reason"]
+    assert bot.query("SELECT count(*) AS n FROM runs")[0]["n"] == 0

@@ -16,6 +16,7 @@ from slack_bolt import Ack
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.domain.ids import parse_run_id
 from bot.errors import RunbookBotError
 from bot.slack import blocks
 from bot.slack.deps import Deps, unknown_user_text
@@ -49,13 +50,14 @@ def decide(deps: Deps, decision: str, body: dict[str, Any], action: dict[str, An
         _tell(client, body, unknown_user_text(user_id))
         return
     value = str(action.get("value", ""))
-    if not value.isdigit():
-        _tell(client, body, f"this button carries no run id ({value!r})")
+    run_id = parse_run_id(value)
+    if run_id is None:
+        _tell(client, body, f"this button carries no run id ({value[:40]!r})")
         return
     try:
         if decision == "approve":
-            deps.service.approve(int(value), op)
+            deps.service.approve(run_id, op)
         else:
-            deps.service.deny(int(value), op)
+            deps.service.deny(run_id, op)
     except RunbookBotError as e:
         _tell(client, body, str(e))

@@ -19,8 +19,9 @@ from slack_bolt import Ack, Respond
 from slack_sdk import WebClient
 
 from bot.domain.catalog import Runbook
+from bot.domain.ids import parse_run_id
 from bot.domain.params import parse_assignments
-from bot.domain.policy import Operator, check_request
+from bot.domain.policy import Operator, check_quorum_reachable, check_request
 from bot.errors import ParameterError, RunbookBotError, StorageError
 from bot.slack import blocks
 from bot.slack.deps import Deps, unknown_user_text
@@ -125,9 +126,10 @@ def _split(text: str) -> list[str]:
 
 
 def _run_id(words: list[str], verb: str) -> int:
-    if len(words) != 2 or not words[1].lstrip("#").isdigit():
-        raise ParameterError(f"usage: /runbook {verb} RUN_ID")
-    return int(words[1].lstrip("#"))
+    run_id = parse_run_id(words[1]) if len(words) == 2 else None
+    if run_id is None:
+        raise ParameterError(f"usage: /runbook {verb} RUN_ID (a run number such as 12)")
+    return run_id
 
 
 def dispatch(deps: Deps, op: Operator, words: list[str], command: dict[str, Any],
@@ -166,6 +168,7 @@ def _run(deps: Deps, op: Operator, name: str, words: list[str], command: dict[st
     raw = parse_assignments(words)
     if _missing(rb, raw) and client is not None:
         check_request(deps.service.directory, rb, op, deps.service.slack_groups)  # no form for a refusal
+        check_quorum_reachable(deps.service.directory, rb, op)
         meta = {"runbook": rb.name, "channel": command.get("channel_id", ""), "user": command.get("user_id", "")}
         client.views_open(trigger_id=str(command.get("trigger_id", "")), view=blocks.run_modal(rb, raw, meta))
         return None

@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain.catalog import Runbook
 from bot.domain.params import validate_params
+from bot.domain.text import check_free_text
 from bot.errors import ParameterError, RunbookBotError
 from bot.slack import blocks
 from bot.slack.deps import Deps, unknown_user_text
@@ -31,6 +32,11 @@ def make(deps: Deps) -> Callable[..., None]:
             meta = json.loads(view.get("private_metadata") or "{}")
             rb = deps.service.runbook(str(meta.get("runbook", "")))
             raw, reason = blocks.modal_values(view)
+            check_free_text("reason", reason)  # a ParameterError here is shown next to the Reason field
+        except (RunbookBotError, ValueError) as e:
+            ack(response_action="errors", errors=blocks.modal_errors(None, str(e)))
+            return
+        try:
             validate_params(rb, raw)
         except ParameterError as e:
             ack(response_action="errors", errors=blocks.modal_errors(_field(rb, str(e)), str(e)))
