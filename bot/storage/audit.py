@@ -260,3 +260,19 @@ def events_for_run(conn: Conn, run_id: int) -> list[AuditEvent]:
         " WHERE run_id = %s ORDER BY seq", (run_id,),
     ).fetchall()
     return [AuditEvent(**r) for r in rows]
+
+
+def append_once(conn: Conn, *, actor: str, action: str, body: dict[str, Any], match: Sequence[str]) -> bool:
+    """Append unless an event with `action` and the same `match` fields of `body` exists; True when appended.
+    Concurrent callers for the same action and fields are serialized (an advisory lock on them)."""
+    key = json.dumps([action, *(str(body.get(k)) for k in match)])
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+    where = "".join(" AND body->>%s = %s" for _ in match)
+    args: list[Any] = [action]
+    for k in match:
+        args += [k, str(body.get(k))]
+    seen = conn.execute(f"SELECT 1 FROM audit_events WHERE action = %s{where} LIMIT 1", args).fetchone()
+    if seen is not None:
+        return False
+    append(conn, actor=actor, action=action, run_id=None, body=body)
+    return True
