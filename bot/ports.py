@@ -145,6 +145,14 @@ class PlaybookRunner(Protocol):
         """After a crashed worker's run was ended: its private files go, its artifacts lose raw values."""
 
 
+class CancelTracker(Protocol):
+    """Supplied by the worker pool: heartbeats the run and says when it must stop (cancel or shutdown)."""
+
+    def track(self, run_id: RunId) -> StopCheck: ...
+
+    def untrack(self, run_id: RunId) -> None: ...
+
+
 class Clock(Protocol):
     """Time as RunService sees it (bot.testing.ManualClock moves it by hand)."""
 

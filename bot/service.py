@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bot.catalog_files import playbook_path, playbook_sha256
 from bot.domain.catalog import Catalog, Runbook
@@ -54,6 +54,7 @@ from bot.execution.redaction import Redactor
 from bot.execution.runner import Job, Outcome, ProcessesSink, Progress, StopCheck, StopRequest
 from bot.ports import (
     AuditAnchors,
+    CancelTracker,
     Clock,
     PlaybookRunner,
     ProgressListener,
@@ -66,14 +67,6 @@ from bot.storage.keys import Keys
 from bot.storage.spool import OutcomeSpool
 
 log = logging.getLogger(__name__)
-
-
-class CancelTracker(Protocol):
-    """Supplied by the worker pool: heartbeats the run and says when it must stop (cancel or shutdown)."""
-
-    def track(self, run_id: RunId) -> StopCheck: ...
-
-    def untrack(self, run_id: RunId) -> None: ...
 
 
 @dataclass(frozen=True)

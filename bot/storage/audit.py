@@ -23,7 +23,6 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -31,8 +30,7 @@ from psycopg.types.json import Jsonb
 
 from bot.storage.anchors import AnchorRead
 from bot.storage.database import Conn, Database
-
-GENESIS = "0" * 64
+from bot.storage.trail import GENESIS, AuditEvent
 
 
 def _document_sql(at: str, run_id: str, actor: str, action: str, body: str) -> str:
@@ -78,18 +76,6 @@ def _normalize(value: Any) -> Any:
 
 def chain_hash(prev_hash: str, document: str) -> str:
     return hashlib.sha256((prev_hash + document).encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    seq: int
-    at: datetime
-    run_id: int | None
-    actor: str
-    action: str
-    body: dict[str, Any]
-    prev_hash: str
-    hash: str
 
 
 def append(conn: Conn, *, actor: str, action: str, run_id: int | None, body: dict[str, Any]) -> AuditEvent:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -15,7 +16,22 @@ from bot.domain.policy import ApprovalRecord, RecordedApproval
 from bot.domain.runs import Approval, RunState
 from bot.storage.keys import event_mac
 
+GENESIS = "0" * 64  # the prev_hash of the first event
 TrailEntry = tuple[str, str, int | None, dict[str, Any]]  # (actor, action, run_id, body)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One event of the audit chain: hash = sha256(prev_hash || the event's canonical document)."""
+
+    seq: int
+    at: datetime
+    run_id: int | None
+    actor: str
+    action: str
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
 
 
 class TrailEvent(Protocol):

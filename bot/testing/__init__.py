@@ -35,13 +35,14 @@ from bot.ports import Clock
 from bot.service import RunService
 from bot.storage.keys import Keys
 from bot.storage.spool import OutcomeSpool
+from bot.storage.trail import AuditEvent
 from bot.testing.clock import ManualClock
 from bot.testing.events import RecordingNotifier, Told
 from bot.testing.runner import ScriptedRunner, failed, outcome, succeeded
-from bot.testing.store import AuditEntry, InMemoryRunStore
+from bot.testing.store import InMemoryRunStore
 
 __all__ = [
-    "AuditEntry", "InMemoryRunStore", "ManualClock", "RecordingNotifier", "ScriptedRunner", "StaticSlackGroups",
+    "AuditEvent", "InMemoryRunStore", "ManualClock", "RecordingNotifier", "ScriptedRunner", "StaticSlackGroups",
     "SyncTracker", "Told", "directory", "failed", "outcome", "run_service", "succeeded",
 ]
 

@@ -21,25 +21,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain.ids import RunId
+from bot.domain.plan import canonical_json, sha256_hex
 from bot.domain.policy import ApprovalRecord
 from bot.domain.runs import ACTION_FOR_STATE, ACTIVE, Approval, NewRun, Run, RunState, can_transition
 from bot.errors import LockHeld, RunNotFound, RunStateError, StorageError
 from bot.ports import Clock, SystemClock
 from bot.storage import trail
+from bot.storage.trail import GENESIS, AuditEvent
 
 TEST_EVENT_KEY = b"bot.testing event MAC key"
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One audit event as the in-memory store keeps it (bot.storage.audit.AuditEvent without the hashes)."""
-
-    seq: int
-    at: datetime
-    run_id: int | None
-    actor: str
-    action: str
-    body: dict[str, Any]
 
 
 @dataclass
@@ -57,7 +47,7 @@ class _Tables:
     rows: dict[int, _Row] = field(default_factory=dict)
     approvals: dict[int, list[Approval]] = field(default_factory=dict)
     secrets: dict[int, bytes] = field(default_factory=dict)
-    events: list[AuditEntry] = field(default_factory=list)
+    events: list[AuditEvent] = field(default_factory=list)
     fires: dict[tuple[str, datetime], int | None] = field(default_factory=dict)
     next_id: int = 1
 
@@ -84,7 +74,13 @@ class InMemoryTransaction:
         return row
 
     def _event(self, actor: str, action: str, run_id: int | None, body: dict[str, Any]) -> None:
-        self._t.events.append(AuditEntry(len(self._t.events) + 1, self._now, run_id, actor, action, _plain(body)))
+        """Chained like the PostgreSQL trail, over canonical JSON (not PostgreSQL's jsonb text)."""
+        events, clean = self._t.events, _plain(body)
+        prev = events[-1].hash if events else GENESIS
+        document = canonical_json({"at": self._now.isoformat(), "run_id": run_id, "actor": actor,
+                                   "action": action, "body": clean})
+        events.append(AuditEvent(len(events) + 1, self._now, run_id, actor, action, clean, prev,
+                                 sha256_hex(prev + document)))
 
     def _update(self, row: _Row, **changes: Any) -> None:
         row.run = replace(row.run, **changes)
@@ -320,7 +316,7 @@ class InMemoryRunStore:
 
     # ------------------------------------------------------------ what tests look at
     @property
-    def events(self) -> list[AuditEntry]:
+    def events(self) -> list[AuditEvent]:
         """Every audit event, in order."""
         with self._lock:
             return list(self._tables.events)
@@ -329,7 +325,7 @@ class InMemoryRunStore:
         """The audit actions of one run, in order."""
         return [e.action for e in self.events if e.run_id == run_id]
 
-    def events_for(self, run_id: int) -> list[AuditEntry]:
+    def events_for(self, run_id: int) -> list[AuditEvent]:
         return [e for e in self.events if e.run_id == run_id]
 
     def schedule_fires(self) -> dict[tuple[str, datetime], int | None]:
