@@ -8,6 +8,7 @@ import pytest
 from bot import testing
 from bot.domain.runs import RunEvent, RunState
 from bot.errors import AlreadyDecided, LockHeld, NotAnApprover, RequestExpired, RunFinished, SelfApproval, StorageError
+from bot.execution import processes as procs
 from bot.execution.runner import Job, StopCheck
 from bot.execution.runner import Outcome as RunnerOutcome
 from tests.unit.service.conftest import Spine
@@ -282,3 +283,35 @@ def test_the_lock_is_released_when_the_run_finishes(spine: Spine) -> None:
     spine.service.request("free", {"target": "api"}, spine.op("alice"))
     spine.execute()
     assert spine.service.request("free", {"target": "api"}, spine.op("alice")).run.state is RunState.QUEUED
+
+
+# ----------------------------------------------------------------------------- stale runs
+
+
+def _claimed_by(spine: Spine, host: str) -> int:
+    """A run claimed by a worker process that no longer exists (pid 0 never is a worker)."""
+    res = spine.service.request("free", {"target": "api"}, spine.op("alice"))
+    with spine.store.transaction() as tx:
+        tx.claim_next("gone/0", host=host, processes={"boot_id": procs.boot_id(), "owner": {"pid": 0, "start": 0}})
+    return res.run.id
+
+
+def test_a_run_whose_worker_died_is_interrupted_and_not_rerun(spine: Spine) -> None:
+    """No heartbeat past the limit, owner gone on this host: interrupted, its files discarded, never re-run."""
+    run_id = _claimed_by(spine, procs.host_name())
+    assert spine.service.recover_stale(30) == []  # its heartbeat is still fresh
+    spine.clock.advance(31)
+    (done,) = spine.service.recover_stale(30)
+    assert done.id == run_id and done.state is RunState.INTERRUPTED
+    assert done.error is not None and "it was not re-run" in done.error
+    assert [ident for ident, _ in spine.runner.discarded] == [str(run_id)]
+    assert spine.runner.jobs == [] and spine.execute() is None
+
+
+def test_a_stale_run_of_another_host_stays_running_with_a_note(spine: Spine) -> None:
+    """Only the owning host can end a run's processes: elsewhere it stays running, lock held, saying why."""
+    run_id = _claimed_by(spine, "elsewhere")
+    spine.clock.advance(31)
+    assert spine.service.recover_stale(30) == []
+    run = spine.service.get(run_id)
+    assert run.state is RunState.RUNNING and run.error is not None and "owner host elsewhere" in run.error
