@@ -26,6 +26,7 @@ from bot.storage.database import (
     ownership_warning,
 )
 from bot.storage.keys import Keys
+from bot.storage.run_store import PostgresRunStore
 from bot.storage.spool import OutcomeSpool
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Context:
 
     def worker_pool(self, size: int | None = None) -> WorkerPool:
         s = self.settings
-        return WorkerPool(self.service, self.db, size=size or s.workers, poll_seconds=s.poll_seconds,
+        return WorkerPool(self.service, size=size or s.workers, poll_seconds=s.poll_seconds,
                           heartbeat_seconds=s.heartbeat_seconds, stale_after_seconds=s.stale_after_seconds)
 
     def close(self) -> None:
@@ -95,7 +96,8 @@ def build(settings: Settings | None = None, *, pool_size: int = 8) -> Context:
                            ansible_config=_ansible_config(settings.playbooks_dir),
                            inventory_defaults=lambda: inventory_defaults(settings),
                            tracking=settings.process_tracking, kill_grace_seconds=settings.kill_grace_seconds)
-    service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
+    service = RunService(store=PostgresRunStore(db, keys.event_mac_key), catalog=catalog, directory=directory,
+                         keys=keys, runner=runner,
                          playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
                          anchors=Anchorer(db, keys.anchor_hmac, sinks), spool=OutcomeSpool(settings.home / "outcomes"))
     return Context(settings, db, service, warnings)
