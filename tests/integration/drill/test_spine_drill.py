@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from bot.domain.runs import RunState
+from bot.errors import PlanError
 from bot.scheduler import check_staleness, fire_scheduled, latest_fire_time, metrics
-from tests.integration.conftest import ROOT, RealSpine, cli, drain
-from tests.integration.drill.cluster import BackedUpCluster
-from tests.integration.drill.test_restore_drill import MARKER, drill_vars
+from tests.support.drill import MARKER, BackedUpCluster, drill_vars
+from tests.support.paths import ROOT
 from tests.support.pgcluster import make_tmp_dir, remove_tree
+from tests.support.spine import RealSpine, cli, drain, op
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +71,14 @@ def test_scheduled_drill_runs_unattended_and_is_evidence(drill_inventory: Path, 
     listed = json.loads(cli(real_ctx.env, "drills", "--json").stdout)
     assert [d["run_id"] for d in listed["drills"]] == [run_id]
     assert MARKER  # the drill's expectations included the marker row written before the backup
+
+
+def test_restore_drill_argument_error_names_the_arguments(real_ctx: RealSpine) -> None:
+    """validate_argument_spec's 'Validation of arguments failed:' keeps the argument names after it."""
+    ctx = real_ctx.build()
+    with pytest.raises(PlanError) as e:
+        ctx.service.request("restore-drill", {}, op(ctx, "alice"))
+    message = str(e.value)
+    assert "Validation of arguments failed:" in message
+    after = message.split("Validation of arguments failed:", 1)[1]
+    assert "missing required arguments: scratch_dir" in after, message

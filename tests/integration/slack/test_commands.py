@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fakes.slack_api import SlackSender
-from tests.integration.slack.conftest import Bot, stop
+from tests.support.slack_bot import Bot, stop
 
 pytestmark = pytest.mark.slow
 

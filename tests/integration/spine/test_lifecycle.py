@@ -20,7 +20,7 @@ from bot.errors import (
     UnknownRunbook,
 )
 from bot.storage import audit
-from tests.integration.conftest import drain, op, ran
+from tests.support.spine import drain, op, ran
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.scheduler import check_staleness, fire_scheduled, latest_fire_time, metrics, start
 from bot.scheduler.drills import drill_history
-from tests.integration.conftest import cli, drain, op
+from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
 FIRE = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)

@@ -21,8 +21,10 @@ from bot.domain.runs import RunState
 from bot.errors import LockHeld, RunbookBotError
 from bot.execution.worker import WorkerPool
 from bot.storage import audit
-from tests.integration.conftest import ROOT, cli, op, ran
-from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree, wait_for
+from tests.support.paths import ROOT
+from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
+from tests.support.spine import cli, op, ran
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-Stop-8d41be"

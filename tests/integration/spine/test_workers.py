@@ -17,8 +17,9 @@ from bot.app import Context
 from bot.domain.runs import RunState
 from bot.errors import RunbookBotError
 from bot.storage import audit
-from tests.integration.conftest import ROOT, cli, op, ran
-from tests.support.pgcluster import wait_for
+from tests.support.paths import ROOT
+from tests.support.spine import cli, op, ran
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-S3cr3t-7f3a9c"

@@ -1,8 +1,9 @@
-"""What the runner makes of task events: failure lines keep their cause, bot-reporting tasks are no progress."""
+"""The runner: what it makes of task events (failure lines keep their cause, bot-reporting tasks are no progress)
+and how it writes extra vars."""
 
 from __future__ import annotations
 
-from bot.execution.runner import _result_message, bot_channel_task
+from bot.execution.runner import _result_message, bot_channel_task, write_extravars
 
 
 def test_a_message_ending_in_a_colon_keeps_what_follows() -> None:
@@ -22,3 +23,15 @@ def test_set_stats_tasks_report_to_the_bot() -> None:
     assert bot_channel_task({"resolved_action": "ansible.builtin.set_stats"})
     assert bot_channel_task({"task_action": "set_stats"})
     assert not bot_channel_task({"resolved_action": "ansible.builtin.command", "task_action": "command"})
+
+
+def test_extravars_are_written_unsafe(tmp_path: object) -> None:
+    """Every string extra var is tagged !unsafe so Ansible never templates it."""
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "extravars"
+    write_extravars(path, {"cmd": "{{ lookup('pipe','id') }}", "n": 3, "ok": True})
+    text = path.read_text()
+    assert "cmd: !unsafe '{{ lookup(''pipe'',''id'') }}'" in text
+    assert "n: 3" in text and "ok: true" in text
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

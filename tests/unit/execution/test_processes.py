@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from bot.execution.processes import RunProcesses, choose_tracking, owner_alive, this_process
+from tests.support.waiting import wait_for
 
 
 def _alive(pid: int) -> bool:
@@ -26,13 +26,9 @@ def _tree(processes: RunProcesses, tmp_path: Path) -> tuple[subprocess.Popen[byt
     child = f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300'"
     script = f"{child} & {child} & wait"
     leader = subprocess.Popen(processes.wrap(["/bin/sh", "-c", script]), env={**os.environ, **processes.env()})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = pids.read_text().split() if pids.exists() else []
-        if len(found) == 2:
-            return leader, [int(p) for p in found]
-        time.sleep(0.05)
-    raise TimeoutError("the grandchildren did not start")
+    found = wait_for(lambda: len(f := (pids.read_text().split() if pids.exists() else [])) == 2 and f,
+                     timeout=10, what="the grandchildren to start")
+    return leader, [int(p) for p in found]
 
 
 @pytest.mark.parametrize("kind", ["cgroup2", "freezer", "environ"])

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.pgcluster import PgCluster, chown_tree, wait_for
+from tests.support.paths import ROOT
+from tests.support.pgcluster import PgCluster, chown_tree, free_port
+from tests.support.waiting import wait_for
 
 STANZA = "drill"
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PLAYBOOK = REPO_ROOT / "playbooks" / "pgbackrest_restore_drill.yml"
+PLAYBOOK = ROOT / "playbooks" / "pgbackrest_restore_drill.yml"
 
 
 @dataclass
@@ -168,14 +169,14 @@ class DrillRun:
 def run_drill(extra_vars: dict[str, object], check: bool = False) -> DrillRun:
     """Run the drill playbook for real with ansible-playbook against the local inventory."""
     argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO_ROOT / "inventory" / "local"),
+        str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventory" / "local"),
         str(PLAYBOOK), "-e", json.dumps(extra_vars),
     ]
     if check:
         argv.append("--check")
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_SHOW_CUSTOM_STATS": "1"}
-    r = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, env=env, check=False)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
     return DrillRun(r.returncode, r.stdout, r.stderr)
 
 
@@ -199,3 +200,22 @@ def port_listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+MARKER = "written-before-the-full-backup"
+
+
+def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: Any) -> dict[str, Any]:
+    vars_: dict[str, Any] = {
+        "stanza": source.stanza,
+        "pgbackrest_config": str(source.config_path),
+        "pg_bin_dir": str(source.pg.bin_dir),
+        "drill_port": free_port(),
+        "scratch_dir": str(drill_dir / "scratch"),
+        "os_user": source.os_user,
+        "target": "latest",
+        "report_path": str(drill_dir / "report.json"),
+        "expectations": {"marker": {"table": "drill_marker", "column": "note", "value": MARKER}},
+    }
+    vars_.update(over)
+    return vars_

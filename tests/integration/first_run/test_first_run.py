@@ -16,7 +16,8 @@ import pytest
 
 from bot.errors import ExecutionError
 from bot.execution.runner import playbook_search_path
-from tests.integration.conftest import ROOT, cli
+from tests.support.paths import ROOT
+from tests.support.spine import cli
 
 pytestmark = pytest.mark.slow
 
