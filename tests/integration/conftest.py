@@ -14,7 +14,7 @@ from bot.app import Context, build
 from bot.config import Settings
 from tests.support.paths import ROOT
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
-from tests.support.spine import SPINE_CATALOG, RealSpine
+from tests.support.spine import SPINE_CATALOG, RealSpine, bot_env
 
 
 @pytest.fixture(scope="session")
@@ -46,15 +46,7 @@ def spine_env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
     target = tmp_path / "target"
     target.write_text("old\n")
     env = {
-        "RUNBOOK_BOT_HOME": str(tmp_path / "home"),
-        "RUNBOOK_BOT_RUNBOOKS": str(SPINE_CATALOG / "runbooks"),
-        "RUNBOOK_BOT_PLAYBOOKS": str(SPINE_CATALOG / "playbooks"),
-        "RUNBOOK_BOT_CONFIG": str(SPINE_CATALOG / "operators.yaml"),
-        "RUNBOOK_BOT_INVENTORY": str(ROOT / "inventory" / "local"),
-        "RUNBOOK_BOT_SECRET_KEY": "test-master-key-" + uuid.uuid4().hex,
-        "RUNBOOK_BOT_HEARTBEAT_SECONDS": "0.5",
-        "RUNBOOK_BOT_POLL_SECONDS": "0.2",
-        "DATABASE_URL": database_url,
+        **bot_env(tmp_path / "home", SPINE_CATALOG, database_url),
         "SPINE_TEST_LOG": str(tmp_path / "ran.log"),
         "SPINE_TEST_TARGET": str(target),
     }

@@ -12,12 +12,15 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.support.paths import ROOT
-from tests.support.pgcluster import PgCluster, chown_tree, free_port
+from tests.support.pgcluster import PgCluster, chown_tree, free_port, make_tmp_dir, remove_tree
+from tests.support.playbooks import failed_messages
 from tests.support.waiting import wait_for
 
 STANZA = "drill"
@@ -154,13 +157,7 @@ class DrillRun:
 
     def failure_messages(self) -> str:
         """Every failed task's msg, joined (where the named checks show up)."""
-        msgs = []
-        for play in self.output.get("plays", []):
-            for task in play.get("tasks", []):
-                for res in task.get("hosts", {}).values():
-                    if res.get("failed"):
-                        msgs.append(str(res.get("msg", "")))
-        return "\n".join(msgs)
+        return "\n".join(failed_messages(self.output))
 
     def __str__(self) -> str:  # shown by pytest when an assertion fails
         return f"rc={self.rc}\n{self.stdout[-6000:]}\n{self.stderr[-2000:]}"
@@ -203,6 +200,27 @@ def port_listening(port: int) -> bool:
 
 
 MARKER = "written-before-the-full-backup"
+
+
+@contextmanager
+def source_cluster(prefix: str, *, stanza: str = STANZA, scale: int,
+                   incremental: bool) -> Iterator[BackedUpCluster]:
+    """A started source cluster with pgbench data, a MARKER row and a full backup (then, when `incremental`,
+    a change and an incr backup); stopped and removed on exit."""
+    base = make_tmp_dir(prefix)
+    cluster = BackedUpCluster(base, stanza=stanza)
+    try:
+        cluster.start()
+        cluster.pgbench_init(scale=scale)
+        cluster.pg.psql(f"CREATE TABLE drill_marker(note text); INSERT INTO drill_marker VALUES ('{MARKER}')")
+        cluster.backup("full")
+        if incremental:
+            cluster.pg.psql("UPDATE pgbench_branches SET bbalance = bbalance + 7 WHERE bid = 1")
+            cluster.backup("incr")
+        yield cluster
+    finally:
+        cluster.stop()
+        remove_tree(base)
 
 
 def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: Any) -> dict[str, Any]:

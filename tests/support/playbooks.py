@@ -19,6 +19,8 @@ BIN = Path(sys.executable).parent
 
 @dataclass
 class PlaybookRun:
+    """One ansible-playbook run: exit code, custom stats, failed tasks (name, msg) and all output."""
+
     rc: int
     stats: dict[str, Any]
     failed: list[tuple[str, str]] = field(default_factory=list)  # (task name, message)
@@ -54,6 +56,17 @@ def run_playbook(playbook: str, extra: dict[str, Any] | list[str], *, check: boo
         if host.get("failed") and not host.get("ignore_errors")
     ]
     return PlaybookRun(proc.returncode, doc.get("global_custom_stats", {}), failed, proc.stdout + proc.stderr)
+
+
+def failed_messages(output: dict[str, Any]) -> list[str]:
+    """The msg of every failed task result in ansible.posix.json callback output."""
+    return [
+        str(res.get("msg", ""))
+        for play in output.get("plays", [])
+        for task in play.get("tasks", [])
+        for res in task.get("hosts", {}).values()
+        if res.get("failed")
+    ]
 
 
 def load_playbook_module(relative: str) -> Any:

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from tests.fakes.slack_api import FakeSlack, SlackSender
 from tests.support.paths import ROOT
 from tests.support.processes import stop_process
+from tests.support.spine import bot_env
 
 CATALOG = ROOT / "tests" / "integration" / "slack" / "catalog"
 
@@ -80,6 +81,11 @@ class Bot:
         return self.slack.wait_for(lambda: needle in self.responses(rid) and self.responses(rid),  # type: ignore[no-any-return]
                                    what=f"a response containing {needle!r}")
 
+    def wait_logged(self, needle: str) -> str:
+        """The first line of serve's output containing `needle`, once it has been written."""
+        return self.slack.wait_for(lambda: next((line for line in self.output if needle in line), None),  # type: ignore[no-any-return]
+                                   what=f"a log line containing {needle!r}")
+
     def answer(self, user: str, text: str, needle: str, **kw: Any) -> str:
         """The answer to a slash command: in the HTTP response (the ack) or, when slower, via response_url."""
         reply, rid = self.sender.command(user, text, **kw)
@@ -107,16 +113,8 @@ def launch(tmp_path: Path, database_url: str, fake: FakeSlack, extra_env: dict[s
     """Start `runbook-bot serve --http 0` on 127.0.0.1 with two workers, Slack pointed at `fake`."""
     env = {
         **os.environ,
-        "RUNBOOK_BOT_HOME": str(tmp_path / "home"),
-        "RUNBOOK_BOT_RUNBOOKS": str(CATALOG / "runbooks"),
-        "RUNBOOK_BOT_PLAYBOOKS": str(CATALOG / "playbooks"),
-        "RUNBOOK_BOT_CONFIG": str(CATALOG / "operators.yaml"),
-        "RUNBOOK_BOT_INVENTORY": str(ROOT / "inventory" / "local"),
-        "RUNBOOK_BOT_SECRET_KEY": "test-master-key-" + uuid.uuid4().hex,
-        "RUNBOOK_BOT_HEARTBEAT_SECONDS": "0.5",
-        "RUNBOOK_BOT_POLL_SECONDS": "0.2",
+        **bot_env(tmp_path / "home", CATALOG, database_url),
         "RUNBOOK_BOT_HTTP_HOST": "127.0.0.1",
-        "DATABASE_URL": database_url,
         "SLACK_BOT_TOKEN": "xoxb-test-token",
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": fake.url,

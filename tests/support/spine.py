@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,22 @@ from bot.domain.runs import Run
 from tests.support.paths import ROOT
 
 SPINE_CATALOG = ROOT / "tests" / "integration" / "spine" / "catalog"
+
+
+def bot_env(home: Path, catalog: Path, database_url: str) -> dict[str, str]:
+    """The settings of a bot over a test catalog (runbooks/, playbooks/, operators.yaml), fresh secret key,
+    fast heartbeats and polls."""
+    return {
+        "RUNBOOK_BOT_HOME": str(home),
+        "RUNBOOK_BOT_RUNBOOKS": str(catalog / "runbooks"),
+        "RUNBOOK_BOT_PLAYBOOKS": str(catalog / "playbooks"),
+        "RUNBOOK_BOT_CONFIG": str(catalog / "operators.yaml"),
+        "RUNBOOK_BOT_INVENTORY": str(ROOT / "inventory" / "local"),
+        "RUNBOOK_BOT_SECRET_KEY": "test-master-key-" + uuid.uuid4().hex,
+        "RUNBOOK_BOT_HEARTBEAT_SECONDS": "0.5",
+        "RUNBOOK_BOT_POLL_SECONDS": "0.2",
+        "DATABASE_URL": database_url,
+    }
 
 
 class RealSpine:

@@ -22,6 +22,7 @@ import yaml
 from temporalio.client import Client
 
 from tests.support.paths import ROOT
+from tests.support.playbooks import failed_messages
 from tests.support.waiting import wait_for
 
 PLAYBOOK = "playbooks/reset_stuck_workflows.yml"
@@ -166,13 +167,7 @@ class PlaybookRun:
     @property
     def messages(self) -> list[str]:
         """The msg of every failed task result."""
-        found = []
-        for play in self.output.get("plays", []):
-            for task in play.get("tasks", []):
-                for res in task.get("hosts", {}).values():
-                    if res.get("failed"):
-                        found.append(str(res.get("msg", "")))
-        return found
+        return failed_messages(self.output)
 
 
 class _UnsafeDumper(yaml.SafeDumper):

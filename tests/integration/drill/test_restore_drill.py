@@ -24,6 +24,7 @@ from tests.support.drill import (
     port_taken_listener,
     postgres_running_in,
     run_drill,
+    source_cluster,
 )
 from tests.support.pgcluster import as_user, make_tmp_dir, remove_tree
 
@@ -40,20 +41,8 @@ CHECKSUM_SQL = ("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text
 @pytest.fixture(scope="module")
 def source() -> Iterator[BackedUpCluster]:
     """Source cluster archiving to a local repo, with pgbench data, a marker row, a full + an incr backup."""
-    base = make_tmp_dir("drill-src-")
-    cluster = BackedUpCluster(base)
-    try:
-        cluster.start()
-        cluster.pgbench_init(scale=2)
-        cluster.pg.psql("CREATE TABLE drill_marker(note text); "
-                        f"INSERT INTO drill_marker VALUES ('{MARKER}')")
-        cluster.backup("full")
-        cluster.pg.psql("UPDATE pgbench_branches SET bbalance = bbalance + 7 WHERE bid = 1")
-        cluster.backup("incr")
+    with source_cluster("drill-src-", scale=2, incremental=True) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        remove_tree(base)
 
 
 @pytest.fixture

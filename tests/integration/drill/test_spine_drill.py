@@ -14,7 +14,7 @@ import yaml
 from bot.domain.runs import RunState
 from bot.errors import PlanError
 from bot.scheduler import check_staleness, fire_scheduled, latest_fire_time, metrics
-from tests.support.drill import MARKER, BackedUpCluster, drill_vars
+from tests.support.drill import MARKER, BackedUpCluster, drill_vars, source_cluster
 from tests.support.paths import ROOT
 from tests.support.pgcluster import make_tmp_dir, remove_tree
 from tests.support.spine import RealSpine, cli, drain, op
@@ -25,17 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def main_source() -> Iterator[BackedUpCluster]:
     """A source cluster whose stanza is `main`: the runbook's default, which a scheduled run uses."""
-    base = make_tmp_dir("drill-main-")
-    cluster = BackedUpCluster(base, stanza="main")
-    try:
-        cluster.start()
-        cluster.pgbench_init(scale=1)
-        cluster.pg.psql(f"CREATE TABLE drill_marker(note text); INSERT INTO drill_marker VALUES ('{MARKER}')")
-        cluster.backup("full")
+    with source_cluster("drill-main-", stanza="main", scale=1, incremental=False) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        remove_tree(base)
 
 
 @pytest.fixture

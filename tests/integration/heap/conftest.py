@@ -26,6 +26,7 @@ from moto.server import ThreadedMotoServer
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.support.paths import ROOT
 from tests.support.pgcluster import free_port
+from tests.support.playbooks import failed_messages
 from tests.support.waiting import wait_for
 
 PLAYBOOK = ROOT / "playbooks" / "heap_snapshot.yml"
@@ -157,13 +158,7 @@ class PlaybookRun:
     @property
     def failures(self) -> list[str]:
         """Messages of failed tasks."""
-        out = []
-        for play in self.output.get("plays", []):
-            for task in play.get("tasks", []):
-                for res in task.get("hosts", {}).values():
-                    if res.get("failed"):
-                        out.append(str(res.get("msg", "")))
-        return out
+        return failed_messages(self.output)
 
 
 @pytest.fixture
