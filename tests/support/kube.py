@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fakes.kube_api import FakeKubeAPI
+if TYPE_CHECKING:  # the fake (aiohttp) is imported when a test asks for it, not by every run
+    from tests.fakes.kube_api import FakeKubeAPI
 
 # A Node.js app container that snapshots its heap on SIGUSR2 into /diag, beside a sidecar (heap-snapshot tests).
 NODE_APP: list[dict[str, Any]] = [
@@ -22,6 +23,8 @@ NODE_APP: list[dict[str, Any]] = [
 @pytest.fixture
 def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAPI]:
     """A started fake API server; KUBECONFIG/K8S_AUTH_KUBECONFIG point at it for every subprocess."""
+    from tests.fakes.kube_api import FakeKubeAPI
+
     with FakeKubeAPI() as fake:
         config = fake.kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(config))
