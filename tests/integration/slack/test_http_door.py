@@ -194,8 +194,11 @@ def test_serve_binds_loopback_by_default_and_says_so_when_the_port_is_taken(tmp_
             second = subprocess.run(["runbook-bot", "serve", "--http", str(port), "--no-scheduler"], env=env,
                                     cwd=tmp_path, capture_output=True, text=True, timeout=120)
             assert second.returncode == 2, second.stdout + second.stderr
-            assert second.stderr == (f"runbook-bot: error: port {port} on 127.0.0.1 is in use (another runbook-bot "
-                                     "serve?): stop it or use --http PORT / HTTP_PORT=...\n")
+            # Warnings about the test database's superuser role may come first; the error is one line, last.
+            lines = second.stderr.splitlines()
+            assert lines[-1] == (f"runbook-bot: error: port {port} on 127.0.0.1 is in use (another runbook-bot "
+                                 "serve?): stop it or use --http PORT / HTTP_PORT=...")
+            assert all(line.startswith("runbook-bot: warning: ") for line in lines[:-1]), second.stderr
             assert "Traceback" not in second.stdout
             assert not (tmp_path / "home2" / "work").exists() or not os.listdir(tmp_path / "home2" / "work")
         finally:
