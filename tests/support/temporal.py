@@ -133,12 +133,13 @@ class TemporalServer:
                     and (max(d["activity_attempts"], default=0) >= attempts or d["workflow_task_attempt"] >= 2)
                     and d
                 ),
-                f"{workflow_id} to be stuck",
+                what=f"{workflow_id} to be stuck",
+                interval=0.2,
             )
         )
 
     def wait_visible(self, task_queue: str, ids: set[str]) -> None:
-        wait_for(lambda: ids <= self.running_ids(task_queue), what=f"{sorted(ids)} visible as Running")
+        wait_for(lambda: ids <= self.running_ids(task_queue), what=f"{sorted(ids)} visible as Running", interval=0.2)
 
 
 @dataclass
