@@ -25,7 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.integration.drill.cluster import BackedUpCluster, run_drill  # noqa: E402
+from tests.support.drill import BackedUpCluster, run_drill  # noqa: E402
 from tests.support.pgcluster import as_user, chown_tree, free_port, make_tmp_dir, remove_tree  # noqa: E402
 
 GOAL_RATIO = 3.0

@@ -74,6 +74,8 @@ from typing import Any
 import yaml
 from aiohttp import WSMsgType, web
 
+from tests.support.waiting import wait_for
+
 ExecHandler = Callable[[str, str, str, list[str], bytes | None], tuple[bytes, bytes, int]]
 Obj = dict[str, Any]
 
@@ -556,15 +558,8 @@ class FakeKubeAPI:
         self.delete(BY_KIND[kind], namespace or "", name)
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Poll predicate until it returns something truthy; raise TimeoutError after timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met")
-            time.sleep(0.02)
+        """Poll predicate until it returns something truthy (and return that); fail after timeout seconds."""
+        return wait_for(predicate, timeout=timeout, interval=0.02)
 
     # ------------------------------------------------------------------ store (any thread, under lock)
 

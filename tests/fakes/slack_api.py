@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.support.waiting import wait_for
+
 
 @dataclass
 class Call:
@@ -176,15 +178,8 @@ class FakeSlack:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
         """Poll until `predicate()` is truthy (listeners finish after the HTTP response); returns its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; Slack calls: "
-                                     f"{[c.method for c in self.calls]}")
-            time.sleep(0.05)
+        return wait_for(predicate, timeout=timeout,
+                        what=lambda: f"{what}; Slack calls: {[c.method for c in self.calls]}")
 
 
 class FakeSocketMode:

@@ -3,9 +3,6 @@ spine assembled exactly as the CLI assembles it (bot.app.build) over a test cata
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +12,9 @@ import pytest
 
 from bot.app import Context, build
 from bot.config import Settings
-from bot.domain.policy import Operator
-from bot.domain.runs import Run
+from tests.support.paths import ROOT
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
-
-ROOT = Path(__file__).resolve().parents[2]
-SPINE_CATALOG = Path(__file__).resolve().parent / "spine" / "catalog"
+from tests.support.spine import SPINE_CATALOG, RealSpine, bot_env
 
 
 @pytest.fixture(scope="session")
@@ -52,15 +46,7 @@ def spine_env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
     target = tmp_path / "target"
     target.write_text("old\n")
     env = {
-        "RUNBOOK_BOT_HOME": str(tmp_path / "home"),
-        "RUNBOOK_BOT_RUNBOOKS": str(SPINE_CATALOG / "runbooks"),
-        "RUNBOOK_BOT_PLAYBOOKS": str(SPINE_CATALOG / "playbooks"),
-        "RUNBOOK_BOT_CONFIG": str(SPINE_CATALOG / "operators.yaml"),
-        "RUNBOOK_BOT_INVENTORY": str(ROOT / "inventory" / "local"),
-        "RUNBOOK_BOT_SECRET_KEY": "test-master-key-" + uuid.uuid4().hex,
-        "RUNBOOK_BOT_HEARTBEAT_SECONDS": "0.5",
-        "RUNBOOK_BOT_POLL_SECONDS": "0.2",
-        "DATABASE_URL": database_url,
+        **bot_env(tmp_path / "home", SPINE_CATALOG, database_url),
         "SPINE_TEST_LOG": str(tmp_path / "ran.log"),
         "SPINE_TEST_TARGET": str(target),
     }
@@ -86,44 +72,3 @@ def real_ctx(spine_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iter
     spine.close()
 
 
-class RealSpine:
-    def __init__(self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-        self.env, self._mp, self._ctx = env, monkeypatch, None  # type: ignore[var-annotated]
-
-    def build(self, **extra: str) -> Context:
-        self.env.update(extra)
-        for k, v in self.env.items():
-            self._mp.setenv(k, v)
-        self._ctx = build(Settings.from_env(self.env))
-        return self._ctx
-
-    def close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.close()
-
-
-def drain(ctx: Context) -> list[Run]:
-    """Execute every queued run in this process (the worker's code path, without threads)."""
-    from bot.service import LocalTracker
-
-    done = []
-    while (run := ctx.service.execute_next("test", LocalTracker())) is not None:
-        done.append(run)
-    return done
-
-
-def op(ctx: Context, name: str) -> Operator:
-    return ctx.service.directory.operator(name)
-
-
-def ran(spine_env: dict[str, str]) -> list[str]:
-    """Lines the test playbooks wrote: one per real execution."""
-    path = Path(spine_env["SPINE_TEST_LOG"])
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def cli(env: dict[str, str], *args: str, user: str = "alice", timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real `runbook-bot` command as `user` (getpass.getuser() reads LOGNAME)."""
-    full = {**os.environ, **env, "LOGNAME": user, "USER": user}
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=full, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)

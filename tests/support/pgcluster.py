@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,17 +140,6 @@ class PgCluster:
             "-h", str(self.socket_dir), "-p", str(self.port), "-U", self.superuser, "-d", dbname, "-c", sql,
         ])
         return out.stdout
-
-
-def wait_for(predicate: object, timeout: float = 30.0, interval: float = 0.1) -> None:
-    """Poll `predicate()` until it is truthy or raise TimeoutError (tests poll; they never sleep-and-hope)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():  # type: ignore[operator]
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s: {predicate!r}")
-        time.sleep(interval)
 
 
 def make_tmp_dir(prefix: str) -> Path:

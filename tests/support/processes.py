@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from pathlib import Path
 from typing import Any
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is neither a zombie nor dead (per /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int:

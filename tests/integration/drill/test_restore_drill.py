@@ -15,15 +15,18 @@ from typing import Any
 
 import pytest
 
-from tests.integration.drill.cluster import (
+from tests.support.drill import (
+    MARKER,
     BackedUpCluster,
     DrillRun,
+    drill_vars,
     port_listening,
     port_taken_listener,
     postgres_running_in,
     run_drill,
+    source_cluster,
 )
-from tests.support.pgcluster import as_user, free_port, make_tmp_dir, remove_tree
+from tests.support.pgcluster import as_user, make_tmp_dir, remove_tree
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,7 +34,6 @@ pytestmark = [
                        reason="pgbackrest not installed (apt-get install pgbackrest)"),
 ]
 
-MARKER = "written-before-the-full-backup"
 CHECKSUM_SQL = ("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), '')) "
                 "FROM pgbench_branches t")
 
@@ -39,20 +41,8 @@ CHECKSUM_SQL = ("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text
 @pytest.fixture(scope="module")
 def source() -> Iterator[BackedUpCluster]:
     """Source cluster archiving to a local repo, with pgbench data, a marker row, a full + an incr backup."""
-    base = make_tmp_dir("drill-src-")
-    cluster = BackedUpCluster(base)
-    try:
-        cluster.start()
-        cluster.pgbench_init(scale=2)
-        cluster.pg.psql("CREATE TABLE drill_marker(note text); "
-                        f"INSERT INTO drill_marker VALUES ('{MARKER}')")
-        cluster.backup("full")
-        cluster.pg.psql("UPDATE pgbench_branches SET bbalance = bbalance + 7 WHERE bid = 1")
-        cluster.backup("incr")
+    with source_cluster("drill-src-", scale=2, incremental=True) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        remove_tree(base)
 
 
 @pytest.fixture
@@ -67,22 +57,6 @@ def drill_dir(source: BackedUpCluster) -> Iterator[Path]:
         subprocess.run(as_user(source.os_user, [str(source.pg.bin_dir / "pg_ctl"), "-D", str(pidfile.parent),
                                                 "-m", "immediate", "-w", "stop"]), check=False)
     remove_tree(base)
-
-
-def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: Any) -> dict[str, Any]:
-    vars_: dict[str, Any] = {
-        "stanza": source.stanza,
-        "pgbackrest_config": str(source.config_path),
-        "pg_bin_dir": str(source.pg.bin_dir),
-        "drill_port": free_port(),
-        "scratch_dir": str(drill_dir / "scratch"),
-        "os_user": source.os_user,
-        "target": "latest",
-        "report_path": str(drill_dir / "report.json"),
-        "expectations": {"marker": {"table": "drill_marker", "column": "note", "value": MARKER}},
-    }
-    vars_.update(over)
-    return vars_
 
 
 def report_of(drill_dir: Path) -> dict[str, Any]:

@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from bot.domain.runs import RunState
+from bot.errors import PlanError
 from bot.scheduler import check_staleness, fire_scheduled, latest_fire_time, metrics
-from tests.integration.conftest import ROOT, RealSpine, cli, drain
-from tests.integration.drill.cluster import BackedUpCluster
-from tests.integration.drill.test_restore_drill import MARKER, drill_vars
+from tests.support.drill import MARKER, BackedUpCluster, drill_vars, source_cluster
+from tests.support.paths import ROOT
 from tests.support.pgcluster import make_tmp_dir, remove_tree
+from tests.support.spine import RealSpine, cli, drain, op
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def main_source() -> Iterator[BackedUpCluster]:
     """A source cluster whose stanza is `main`: the runbook's default, which a scheduled run uses."""
-    base = make_tmp_dir("drill-main-")
-    cluster = BackedUpCluster(base, stanza="main")
-    try:
-        cluster.start()
-        cluster.pgbench_init(scale=1)
-        cluster.pg.psql(f"CREATE TABLE drill_marker(note text); INSERT INTO drill_marker VALUES ('{MARKER}')")
-        cluster.backup("full")
+    with source_cluster("drill-main-", stanza="main", scale=1, incremental=False) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        remove_tree(base)
 
 
 @pytest.fixture
@@ -70,3 +62,14 @@ def test_scheduled_drill_runs_unattended_and_is_evidence(drill_inventory: Path, 
     listed = json.loads(cli(real_ctx.env, "drills", "--json").stdout)
     assert [d["run_id"] for d in listed["drills"]] == [run_id]
     assert MARKER  # the drill's expectations included the marker row written before the backup
+
+
+def test_restore_drill_argument_error_names_the_arguments(real_ctx: RealSpine) -> None:
+    """validate_argument_spec's 'Validation of arguments failed:' keeps the argument names after it."""
+    ctx = real_ctx.build()
+    with pytest.raises(PlanError) as e:
+        ctx.service.request("restore-drill", {}, op(ctx, "alice"))
+    message = str(e.value)
+    assert "Validation of arguments failed:" in message
+    after = message.split("Validation of arguments failed:", 1)[1]
+    assert "missing required arguments: scratch_dir" in after, message

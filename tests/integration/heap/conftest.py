@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,10 +24,12 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.fakes.kube_api import FakeKubeAPI
+from tests.support.paths import ROOT
 from tests.support.pgcluster import free_port
+from tests.support.playbooks import failed_messages
+from tests.support.waiting import wait_for
 
-REPO = Path(__file__).resolve().parents[3]
-PLAYBOOK = REPO / "playbooks" / "heap_snapshot.yml"
+PLAYBOOK = ROOT / "playbooks" / "heap_snapshot.yml"
 BUCKET = "heap-test"
 NODE = shutil.which("node") or "/usr/bin/node"
 
@@ -107,11 +108,8 @@ class NodeProc:
 
     def wait_for_count(self, n: int, timeout: float = 10.0) -> None:
         """Wait until the service has counted n SIGUSR2 signals."""
-        deadline = time.monotonic() + timeout
-        while self.sigusr2_count() != n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"SIGUSR2 count is {self.sigusr2_count()}, expected {n}")
-            time.sleep(0.05)
+        wait_for(lambda: self.sigusr2_count() == n, timeout=timeout,
+                 what=lambda: f"{n} SIGUSR2 counted (the count is {self.sigusr2_count()})")
 
 
 @pytest.fixture
@@ -160,13 +158,7 @@ class PlaybookRun:
     @property
     def failures(self) -> list[str]:
         """Messages of failed tasks."""
-        out = []
-        for play in self.output.get("plays", []):
-            for task in play.get("tasks", []):
-                for res in task.get("hosts", {}).values():
-                    if res.get("failed"):
-                        out.append(str(res.get("msg", "")))
-        return out
+        return failed_messages(self.output)
 
 
 @pytest.fixture
@@ -178,7 +170,7 @@ def run_playbook(tmp_path: Path) -> Callable[..., PlaybookRun]:
         vars_file = tmp_path / "extra_vars.json"
         vars_file.write_text(json.dumps(extra_vars))
         argv = [str(Path(sys.executable).with_name("ansible-playbook")),
-                "-i", str(inventory or REPO / "inventory" / "local"), str(PLAYBOOK), "-e", f"@{vars_file}"]
+                "-i", str(inventory or ROOT / "inventory" / "local"), str(PLAYBOOK), "-e", f"@{vars_file}"]
         if check:
             argv.append("--check")
         full_env = dict(os.environ)
@@ -188,7 +180,7 @@ def run_playbook(tmp_path: Path) -> Callable[..., PlaybookRun]:
         full_env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-local")
         full_env["ANSIBLE_REMOTE_TEMP"] = str(tmp_path / "ansible-remote")
         full_env["TMPDIR"] = str(tmp_path)
-        p = subprocess.run(argv, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
+        p = subprocess.run(argv, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
         try:
             output = json.loads(p.stdout)
         except ValueError:
@@ -204,34 +196,3 @@ def kube(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, dict[str, str]]]:
     with FakeKubeAPI(ready_delay=0.1) as api:
         config = api.kubeconfig(tmp_path / "kubeconfig")
         yield api, {"KUBECONFIG": str(config)}
-
-
-def deployment(name: str, labels: dict[str, str], replicas: int = 1, namespace: str = "prod") -> dict[str, Any]:
-    """A minimal Deployment of a Node.js app container named `app`."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [
-                    {"name": "app", "image": "registry.example/api:1.0",
-                     "env": [{"name": "NODE_OPTIONS",
-                              "value": "--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=/diag"}]},
-                    {"name": "sidecar", "image": "registry.example/proxy:1.0"},
-                ]},
-            },
-        },
-    }
-
-
-def ready_pods(api: FakeKubeAPI, namespace: str, selector: str, count: int) -> list[dict[str, Any]]:
-    """Wait until `count` pods matching `selector` are Running; return them."""
-    def running() -> list[dict[str, Any]] | None:
-        pods = [p for p in api.list("Pod", namespace, selector) if p["status"].get("phase") == "Running"]
-        return pods if len(pods) == count else None
-
-    return api.wait_until(running, timeout=20)

@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from tests.integration.heap.conftest import deployment, ready_pods
-from tests.integration.heap.podsim import FakeContainer, PodExec
+from tests.fakes.pod_exec import FakeContainer, PodExec
+from tests.support.kube import NODE_APP, deployment, ready_pods
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def _wait_next_second(api) -> None:
 def prod_api(kube, start_node):
     """Deployment prod/api with one Ready pod whose app container's PID 1 is a real flagged node process."""
     api, env = kube
-    api.apply(deployment("api", {"app": "api"}))
+    api.apply(deployment("api", labels={"app": "api"}, replicas=1, containers=NODE_APP))
     (pod,) = ready_pods(api, "prod", "app=api", 1)
     node = start_node(name="pod-api")
     handler = PodExec()
@@ -80,10 +80,10 @@ def test_pod_environment_secrets_never_reach_the_output(prod_api, run_playbook, 
 def test_newest_ready_pod_of_the_deployment_itself_is_chosen(kube, start_node, run_playbook, s3):
     """With a newer pod of another deployment matching the selector, only the target's own pod is used."""
     api, env = kube
-    api.apply(deployment("api", {"app": "api"}))
+    api.apply(deployment("api", labels={"app": "api"}, replicas=1, containers=NODE_APP))
     (own,) = ready_pods(api, "prod", "app=api", 1)
     _wait_next_second(api)
-    api.apply(deployment("api-v2", {"app": "api", "track": "v2"}))
+    api.apply(deployment("api-v2", labels={"app": "api", "track": "v2"}, replicas=1, containers=NODE_APP))
     ready_pods(api, "prod", "app=api,track=v2", 1)
     handler = PodExec()
     for p in api.list("Pod", "prod", "app=api"):

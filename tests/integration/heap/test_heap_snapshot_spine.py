@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ROOT, cli
-from tests.integration.heap.conftest import deployment, ready_pods
-from tests.integration.heap.podsim import FakeContainer, PodExec
+from tests.fakes.pod_exec import FakeContainer, PodExec
+from tests.support.kube import NODE_APP, deployment, ready_pods
+from tests.support.paths import ROOT
+from tests.support.spine import cli
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def test_host_snapshot_through_the_cli(env: dict[str, str], start_node, s3) -> N
 def test_pod_snapshot_through_the_cli(env: dict[str, str], kube, start_node, s3) -> None:
     """An approved run on target k8s/prod/api snapshots its pod through exec and stores a working URL."""
     api, kube_env = kube
-    api.apply(deployment("api", {"app": "api"}))
+    api.apply(deployment("api", labels={"app": "api"}, replicas=1, containers=NODE_APP))
     (pod,) = ready_pods(api, "prod", "app=api", 1)
     name = pod["metadata"]["name"]
     node = start_node(name="pod")

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.integration.k8s.conftest import deployment, rolled_out, run_playbook, set_image
+from tests.support.kube import deployment, rolled_out, set_image
+from tests.support.playbooks import run_playbook
 
 pytestmark = pytest.mark.slow
 

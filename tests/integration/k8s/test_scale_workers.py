@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.integration.k8s.conftest import deployment, rolled_out, run_playbook
+from tests.support.kube import deployment, rolled_out
+from tests.support.playbooks import run_playbook
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import PlanError
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.integration.conftest import ROOT, cli
-from tests.integration.k8s.conftest import deployment, rolled_out, set_image
+from tests.support.kube import deployment, rolled_out, set_image
+from tests.support.paths import ROOT
+from tests.support.spine import RealSpine, cli, op
 
 pytestmark = pytest.mark.slow
 
@@ -65,3 +67,12 @@ def test_rollout_undo_through_the_cli(env: dict[str, str], kube: FakeKubeAPI) ->
     ], status
     dep = kube.get("Deployment", "prod", "api")
     assert dep is not None and dep["spec"]["template"]["spec"]["containers"][0]["image"] == "api:1"
+
+
+def test_rollout_undo_without_a_cluster_names_kubeconfig(real_ctx: RealSpine, tmp_path: Path) -> None:
+    """With no kubeconfig and no cluster, the plan error names KUBECONFIG and the inventory's kube_context."""
+    ctx = real_ctx.build(KUBECONFIG="", K8S_AUTH_KUBECONFIG="", HOME=str(tmp_path))
+    with pytest.raises(PlanError) as e:
+        ctx.service.request("rollout-undo", {"namespace": "shop", "deployment": "api"}, op(ctx, "alice"))
+    assert "no Kubernetes cluster to talk to: set KUBECONFIG" in str(e.value)
+    assert "kube_context" in str(e.value)

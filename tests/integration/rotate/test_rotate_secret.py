@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -15,19 +14,12 @@ import ansible_runner
 import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
-from tests.integration.rotate.conftest import REPO, Scenario, deployment, failed_msgs
+from tests.support.kube import deployment
+from tests.support.paths import ROOT
+from tests.support.playbooks import load_playbook_module
+from tests.support.rotation import Scenario, failed_msgs
 
 pytestmark = pytest.mark.slow
-
-
-def load_module() -> Any:
-    """The secret_rotation Ansible module as a Python module (for its token derivation)."""
-    spec = importlib.util.spec_from_file_location(
-        "secret_rotation", REPO / "playbooks" / "library" / "secret_rotation.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_single_user_rotates_password(scenario: Scenario) -> None:
@@ -90,7 +82,7 @@ class Consumer:
 @pytest.fixture
 def k8s_scenario(scenario: Scenario, kube: FakeKubeAPI, kubeconfig: Path) -> Scenario:
     scenario.kubeconfig = kubeconfig
-    kube.apply(deployment(scenario.db, "api"))
+    kube.apply(deployment("api", namespace=scenario.db, replicas=1))
     return scenario
 
 
@@ -318,9 +310,9 @@ def test_canary_never_reaches_runner_artifacts(scenario: Scenario) -> None:
     venv_bin = str(Path(sys.executable).parent)
     result = ansible_runner.run(
         private_data_dir=str(pdd),
-        project_dir=str(REPO / "playbooks"),
-        playbook=str(REPO / "playbooks" / "rotate_secret.yml"),
-        inventory=str(REPO / "inventory" / "local"),
+        project_dir=str(ROOT / "playbooks"),
+        playbook=str(ROOT / "playbooks" / "rotate_secret.yml"),
+        inventory=str(ROOT / "inventory" / "local"),
         envvars={**s.env, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"},
         verbosity=3,
         quiet=True,
@@ -333,7 +325,7 @@ def test_canary_never_reaches_runner_artifacts(scenario: Scenario) -> None:
     assert len(events) > 20
     blob = b"\n".join(p.read_bytes() for p in files)
     assert b"secret_rotation" in blob
-    token = load_module().normalize_token("runbook-bot-run-4242")
+    token = load_playbook_module("library/secret_rotation.py").normalize_token("runbook-bot-run-4242")
     assert s.stages()[token] == ["AWSCURRENT"]
     for value in (s.canary, new["password"], s.admin_password):
         assert value.encode() not in blob

@@ -10,8 +10,8 @@ import pytest
 
 from bot.domain.runs import RunState
 from bot.errors import SelfApproval
-from tests.integration.conftest import RealSpine, drain, op
-from tests.integration.rotate.conftest import Scenario
+from tests.support.rotation import Scenario
+from tests.support.spine import RealSpine, drain, op
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import build
 from bot.config import Settings
-from tests.integration.slack.conftest import Bot
+from tests.support.slack_bot import Bot, card_ts
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +41,6 @@ def test_slash_command_to_final_message(bot: Bot) -> None:
                                       what="the card's final update")
     blocks = json.dumps(card_updates[-1]["blocks"])
     assert "Approved by <@U0BOB>" in blocks and "runbook_approve" not in blocks
-
-
-def card_ts(bot: Bot, run_id: int) -> str:
-    return str(bot.slack.wait_for(
-        lambda: (bot.query("SELECT notify FROM runs WHERE id = %s", run_id)[0]["notify"].get("card") or {}).get("ts"),
-        what="the card's ts in the run"))
 
 
 def test_self_approval_is_refused(bot: Bot) -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fakes.slack_api import SlackSender
-from tests.integration.slack.conftest import Bot, stop
+from tests.support.slack_bot import Bot, stop
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +16,7 @@ CANARY = "CANARY-s3cr3t-7d1f0e"
 
 
 def _nothing_changed(bot: Bot) -> None:
+    """Called once the bot has logged that it refused the request at the door (before Bolt parsed it)."""
     assert bot.query("SELECT count(*) AS n FROM runs")[0]["n"] == 0
     assert bot.query("SELECT count(*) AS n FROM audit_events")[0]["n"] == 0
     assert {c.method for c in bot.slack.calls} <= {"auth.test"}
@@ -27,7 +28,7 @@ def test_bad_signature_is_refused(bot: Bot) -> None:
     body, _ = bot.sender.command_body("U0ALICE", "run greet target=forged")
     reply = bot.sender.post(body, "application/x-www-form-urlencoded", secret="not-the-secret")
     assert reply.status == 401
-    time.sleep(1)  # give a (wrongly) started listener the chance to act before checking it did not
+    bot.wait_logged("refused a Slack request from 127.0.0.1: bad request signature")
     _nothing_changed(bot)
 
 
@@ -35,7 +36,7 @@ def test_missing_signature_is_refused(bot: Bot) -> None:
     """An unsigned request gets 401 and changes nothing."""
     body, _ = bot.sender.command_body("U0ALICE", "run greet target=unsigned")
     assert bot.sender.post(body, "application/x-www-form-urlencoded", sign=False).status == 401
-    time.sleep(1)
+    bot.wait_logged("refused a Slack request from 127.0.0.1: unsigned request")
     _nothing_changed(bot)
 
 
@@ -44,7 +45,7 @@ def test_old_timestamp_is_refused(bot: Bot) -> None:
     body, _ = bot.sender.command_body("U0ALICE", "run greet target=replayed")
     reply = bot.sender.post(body, "application/x-www-form-urlencoded", timestamp=int(time.time()) - 6 * 60)
     assert reply.status == 401
-    time.sleep(1)
+    bot.wait_logged("refused a Slack request from 127.0.0.1: request timestamp outside the five-minute window")
     _nothing_changed(bot)
 
 

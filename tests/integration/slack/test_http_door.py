@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.fakes.slack_api import FakeSlack, running_fake_slack
-from tests.integration.slack.conftest import Bot, launch, stop
+from tests.support.slack_bot import Bot, launch, stop
 
 pytestmark = pytest.mark.slow
 

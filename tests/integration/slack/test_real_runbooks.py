@@ -10,10 +10,10 @@ import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.slack_api import FakeSlack
-from tests.integration.k8s.conftest import deployment, rolled_out, set_image
-from tests.integration.rotate.conftest import Scenario, aws_env, moto_endpoint, pg, scenario, sm  # noqa: F401 - fixtures
-from tests.integration.slack.conftest import ROOT, Bot, launch, stop
-from tests.integration.slack.test_approval_flow import card_ts
+from tests.support.kube import deployment, rolled_out, set_image
+from tests.support.paths import ROOT
+from tests.support.rotation import Scenario
+from tests.support.slack_bot import Bot, card_ts, running_bot
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +41,12 @@ def _serve_real(tmp_path: Path, database_url: str, kube: FakeKubeAPI, extra: dic
     operators = tmp_path / "operators.yaml"
     operators.write_text(OPERATORS)
     config = kube.kubeconfig(tmp_path / "kubeconfig")
-    fake = FakeSlack().start()
-    try:
-        running = launch(tmp_path, database_url, fake, extra_env={
-            "RUNBOOK_BOT_RUNBOOKS": str(ROOT / "runbooks"), "RUNBOOK_BOT_PLAYBOOKS": str(ROOT / "playbooks"),
-            "RUNBOOK_BOT_CONFIG": str(operators), "KUBECONFIG": str(config), "K8S_AUTH_KUBECONFIG": str(config),
-            **extra,
-        })
-        try:
-            yield running
-        finally:
-            stop(running.proc)
-    finally:
-        fake.stop()
+    with running_bot(tmp_path, database_url, FakeSlack().start(), extra_env={
+        "RUNBOOK_BOT_RUNBOOKS": str(ROOT / "runbooks"), "RUNBOOK_BOT_PLAYBOOKS": str(ROOT / "playbooks"),
+        "RUNBOOK_BOT_CONFIG": str(operators), "KUBECONFIG": str(config), "K8S_AUTH_KUBECONFIG": str(config),
+        **extra,
+    }) as running:
+        yield running
 
 
 @pytest.fixture
@@ -64,7 +57,7 @@ def real_bot(tmp_path: Path, database_url: str, kube: FakeKubeAPI) -> Iterator[B
 
 @pytest.fixture
 def aws_bot(tmp_path: Path, database_url: str, kube: FakeKubeAPI,
-            aws_env: dict[str, str]) -> Iterator[Bot]:  # noqa: F811 - the rotate fixture, imported
+            aws_env: dict[str, str]) -> Iterator[Bot]:
     """The same, with AWS (moto's server) in the environment the playbooks inherit."""
     yield from _serve_real(tmp_path, database_url, kube, aws_env)
 
@@ -83,7 +76,7 @@ def test_scale_workers_from_slack(real_bot: Bot, kube: FakeKubeAPI) -> None:
     assert dep is not None and dep["spec"]["replicas"] == 5
 
 
-def test_rotate_secret_from_slack_needs_two_and_leaks_nothing(aws_bot: Bot, scenario: Scenario) -> None:  # noqa: F811
+def test_rotate_secret_from_slack_needs_two_and_leaks_nothing(aws_bot: Bot, scenario: Scenario) -> None:
     """Two security approvers from Slack rotate the secret; neither password ever reaches Slack or the logs."""
     s = scenario
     s.setup_db()

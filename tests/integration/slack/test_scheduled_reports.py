@@ -9,7 +9,7 @@ import pytest
 from bot.app import build
 from bot.config import Settings
 from bot.scheduler import fire_scheduled
-from tests.integration.slack.conftest import Bot
+from tests.support.slack_bot import Bot
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.slack_api import running_fake_slack
-from tests.integration.slack.conftest import launch, stop
+from tests.support.slack_bot import launch, stop
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.slack_api import FakeSlack, FakeSocketMode
-from tests.integration.slack.conftest import Bot, launch, stop
+from tests.support.slack_bot import Bot, launch, stop
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from bot.app import Context, build
 from bot.config import Settings
 from bot.storage import audit
-from tests.integration.conftest import cli, drain, op
+from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 from bot.app import Context
 from bot.domain.runs import RunState
 from bot.storage import audit
-from tests.integration.conftest import cli, drain, op, ran
+from tests.support.spine import cli, drain, op, ran
 
 pytestmark = pytest.mark.slow
 

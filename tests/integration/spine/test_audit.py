@@ -104,7 +104,7 @@ def test_concurrent_appends_keep_one_chain(db: Database) -> None:
 def test_failed_audit_write_blocks_the_transition(ctx: Context, database_url: str) -> None:
     """When the audit event cannot be written, the state change does not happen (fail closed)."""
     from bot.errors import StorageError
-    from tests.integration.conftest import op
+    from tests.support.spine import op
 
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     with psycopg.connect(database_url, autocommit=True) as conn:

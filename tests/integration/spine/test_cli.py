@@ -10,8 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.conftest import ROOT, cli
+from tests.support.paths import ROOT
 from tests.support.pgcluster import free_port
+from tests.support.spine import cli
 
 pytestmark = pytest.mark.slow
 

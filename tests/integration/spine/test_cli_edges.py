@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.conftest import ROOT, cli
+from tests.support.paths import ROOT
+from tests.support.spine import cli
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.storage import audit
 from bot.storage import database as database_module
-from tests.integration.conftest import drain, op
 from tests.support.pgcluster import make_tmp_dir, remove_tree
+from tests.support.spine import drain, op
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from bot.app import Context, build
 from bot.config import Settings
 from bot.scheduler import check_staleness
-from tests.integration.conftest import cli, drain, op
+from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from bot.app import Context
-from bot.domain.runs import RunState
+from bot.domain.runs import Run, RunState
 from bot.errors import (
     AlreadyDecided,
     LockHeld,
@@ -20,7 +22,8 @@ from bot.errors import (
     UnknownRunbook,
 )
 from bot.storage import audit
-from tests.integration.conftest import drain, op, ran
+from tests.support.spine import drain, op, ran
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -154,12 +157,17 @@ def test_deny_ends_the_request_and_it_never_runs(ctx: Context, spine_env: dict[s
     assert ran(spine_env) == []
 
 
+def _wait_until_overdue(run: Run) -> None:
+    """Wait until the request's ttl has passed on the clock (its expiry time is behind us)."""
+    expires_at = run.expires_at
+    assert expires_at is not None
+    wait_for(lambda: datetime.now(UTC) > expires_at, timeout=10, what=f"run {run.id}'s ttl to pass")
+
+
 def test_expired_request_cannot_be_approved(ctx: Context, spine_env: dict[str, str]) -> None:
     """After its ttl a request is recorded as expired (not denied) and never runs."""
-    import time
-
     res = ctx.service.request("shortlived", {"target": "a"}, op(ctx, "alice"))
-    time.sleep(1.2)
+    _wait_until_overdue(res.run)
     with pytest.raises(RequestExpired, match="expired"):
         ctx.service.approve(res.run.id, op(ctx, "bob"))
     assert ctx.service.get(res.run.id).state is RunState.EXPIRED
@@ -169,10 +177,8 @@ def test_expired_request_cannot_be_approved(ctx: Context, spine_env: dict[str, s
 
 def test_expiry_sweep(ctx: Context) -> None:
     """The housekeeping sweep expires overdue requests without anyone clicking."""
-    import time
-
     res = ctx.service.request("shortlived", {"target": "a"}, op(ctx, "alice"))
-    time.sleep(1.2)
+    _wait_until_overdue(res.run)
     assert [r.id for r in ctx.service.expire_overdue()] == [res.run.id]
     assert ctx.service.get(res.run.id).state is RunState.EXPIRED
 

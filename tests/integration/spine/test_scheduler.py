@@ -12,13 +12,12 @@ import pytest
 from bot.app import Context, build
 from bot.config import Settings
 from bot.domain.runs import RunState
-from bot.scheduler import check_staleness, fire_scheduled, latest_fire_time, metrics, start
+from bot.scheduler import check_staleness, fire_scheduled, metrics, start
 from bot.scheduler.drills import drill_history
-from tests.integration.conftest import cli, drain, op
+from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
 FIRE = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
-
 
 
 def test_two_replicas_firing_together_start_one_run(ctx: Context, spine_env: dict[str, str]) -> None:
@@ -92,8 +91,3 @@ def test_drill_history_staleness_and_charts(ctx: Context, spine_env: dict[str, s
     assert data["staleness"][0]["stale"] is False
 
 
-def test_fire_time_key_is_stable_within_the_grace_window() -> None:
-    """Replicas that run the job seconds apart compute the same fire time (the unique key)."""
-    a = latest_fire_time("0 4 * * *", datetime(2026, 11, 24, 4, 0, 0, 900, tzinfo=UTC))
-    b = latest_fire_time("0 4 * * *", datetime(2026, 11, 24, 4, 3, 12, tzinfo=UTC))
-    assert a == b == FIRE

@@ -21,19 +21,14 @@ from bot.domain.runs import RunState
 from bot.errors import LockHeld, RunbookBotError
 from bot.execution.worker import WorkerPool
 from bot.storage import audit
-from tests.integration.conftest import ROOT, cli, op, ran
-from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree, wait_for
+from tests.support.paths import ROOT
+from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
+from tests.support.processes import alive
+from tests.support.spine import cli, op, ran
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-Stop-8d41be"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def _sleep_pid(spine_env: dict[str, str], run_id: int, timeout: float = 60) -> int:
@@ -41,7 +36,7 @@ def _sleep_pid(spine_env: dict[str, str], run_id: int, timeout: float = 60) -> i
     path = Path(spine_env["SPINE_TEST_LOG"]).parent / f"sleep-{run_id}.pid"
     wait_for(lambda: path.exists() and path.read_text().strip().isdigit(), timeout=timeout)
     pid = int(path.read_text())
-    assert _alive(pid)
+    assert alive(pid)
     return pid
 
 
@@ -55,7 +50,7 @@ def _state_when_final(ctx: Context, run_id: int, pid: int, timeout: float = 60) 
         except RunbookBotError:
             return False
         if state.terminal:
-            assert not _alive(pid), f"run {run_id} is {state.value} while its task (pid {pid}) still runs"
+            assert not alive(pid), f"run {run_id} is {state.value} while its task (pid {pid}) still runs"
             final.append(state)
         return bool(final)
 
@@ -69,7 +64,7 @@ def _no_task_outlives_its_test(spine_env: dict[str, str]) -> Iterator[None]:
     yield
     for pidfile in Path(spine_env["SPINE_TEST_LOG"]).parent.glob("sleep-*.pid"):
         text = pidfile.read_text().strip()
-        if text.isdigit() and _alive(int(text)) and b"sleep" in Path(f"/proc/{text}/cmdline").read_bytes():
+        if text.isdigit() and alive(int(text)) and b"sleep" in Path(f"/proc/{text}/cmdline").read_bytes():
             os.kill(int(text), signal.SIGKILL)
 
 
@@ -163,7 +158,7 @@ def test_kill_9_of_a_worker_the_recovering_worker_ends_the_task_and_removes_secr
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
     home = Path(spine_env["RUNBOOK_BOT_HOME"])
-    assert _alive(pid), "the orphaned task keeps running until someone ends it"
+    assert alive(pid), "the orphaned task keeps running until someone ends it"
     with pytest.raises(LockHeld):
         ctx.service.request("sleeper", {"seconds": "1"}, op(ctx, "alice"))
 
@@ -176,7 +171,7 @@ def test_kill_9_of_a_worker_the_recovering_worker_ends_the_task_and_removes_secr
     wait_for(stale, timeout=30)
     after = cli({**spine_env, "RUNBOOK_BOT_STALE_AFTER_SECONDS": "1"}, "worker", "--once")
     assert after.returncode == 0, after.stderr
-    assert not _alive(pid)
+    assert not alive(pid)
     done = ctx.service.get(res.run.id)
     assert done.state is RunState.INTERRUPTED
     assert done.error is not None and "processes were ended" in done.error and "not re-run" in done.error
@@ -219,7 +214,7 @@ def test_a_stale_run_whose_worker_is_alive_here_is_left_alone(
             conn.execute("UPDATE runs SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", (res.run.id,))
         assert ctx.service.recover_stale(1) == []
         assert ctx.service.get(res.run.id).state is RunState.RUNNING
-        assert _alive(pid)
+        assert alive(pid)
         ctx.service.cancel(res.run.id, op(ctx, "alice"))
         pool.tracker.beat()  # the cancel request travels with the heartbeat
         assert _state_when_final(ctx, res.run.id, pid) is RunState.CANCELLED
@@ -256,7 +251,7 @@ def test_database_down_when_the_playbook_ends_the_outcome_is_recorded_later(
         pid = _sleep_pid(spine_env, res.run.id)
         own_cluster.stop("fast")
         spooled = ctx.settings.home / "outcomes" / f"{res.run.id}.json"
-        wait_for(lambda: spooled.exists() and not _alive(pid), timeout=60)
+        wait_for(lambda: spooled.exists() and not alive(pid), timeout=60)
         assert spooled.stat().st_mode & 0o777 == 0o600
         assert '"succeeded"' in spooled.read_text()
         own_cluster.start()
@@ -289,7 +284,7 @@ def test_an_outcome_kept_by_a_killed_worker_is_recorded_by_the_next_one(
             pid = _sleep_pid(spine_env, res.run.id)
             own_cluster.stop("fast")
             spooled = ctx.settings.home / "outcomes" / f"{res.run.id}.json"
-            wait_for(lambda: spooled.exists() and not _alive(pid), timeout=60)
+            wait_for(lambda: spooled.exists() and not alive(pid), timeout=60)
         finally:
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait()

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -17,8 +16,9 @@ from bot.app import Context
 from bot.domain.runs import RunState
 from bot.errors import RunbookBotError
 from bot.storage import audit
-from tests.integration.conftest import ROOT, cli, op, ran
-from tests.support.pgcluster import wait_for
+from tests.support.paths import ROOT
+from tests.support.spine import cli, op, ran
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-S3cr3t-7f3a9c"
@@ -88,6 +88,15 @@ def _stdout(ctx: Context, run_id: int) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _heartbeat_age(spine_env: dict[str, str], run_id: int) -> float:
+    """Seconds since the run's last heartbeat, by the database's clock (the one the stale check uses)."""
+    with psycopg.connect(spine_env["DATABASE_URL"]) as conn:
+        row = conn.execute("SELECT extract(epoch FROM now() - heartbeat_at) FROM runs WHERE id = %s",
+                           (run_id,)).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
 def test_killed_worker_leaves_an_interrupted_run_that_is_never_rerun(ctx: Context, spine_env: dict[str, str]) -> None:
     """kill -9 of the worker mid-run: the next worker marks the run interrupted and does not run it again."""
     res = ctx.service.request("sleeper", {"seconds": "120"}, op(ctx, "alice"))
@@ -101,7 +110,8 @@ def test_killed_worker_leaves_an_interrupted_run_that_is_never_rerun(ctx: Contex
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
     assert ctx.service.get(res.run.id).state is RunState.RUNNING
-    time.sleep(1.5)
+    wait_for(lambda: _heartbeat_age(spine_env, res.run.id) > 1.0, timeout=30,
+             what="the killed worker's heartbeat to be older than the 1 s stale limit")
     after = cli({**spine_env, "RUNBOOK_BOT_STALE_AFTER_SECONDS": "1"}, "worker", "--once")
     assert after.returncode == 0, after.stderr
     done = ctx.service.get(res.run.id)

@@ -8,32 +8,14 @@ import uuid
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.integration.temporal.conftest import (
-    REPO,
-    TemporalServer,
-    TemporalWorker,
-    free_port,
-    run_playbook,
-    wait_for,
-)
+from tests.support.paths import ROOT
+from tests.support.pgcluster import free_port
+from tests.support.temporal import TemporalWorker, run_playbook, stuck_and_healthy, wid
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
 REASON = "INC-42 payment gateway outage"
-
-
-def wid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def stuck_and_healthy(server: TemporalServer, worker: TemporalWorker) -> tuple[str, str, str, str]:
-    """Start one stuck ChargeOrder and one healthy WaitForApproval on the worker's queue."""
-    stuck, healthy = wid("charge"), wid("approval")
-    stuck_run = server.start("ChargeOrder", "gateway", stuck, worker.task_queue)
-    healthy_run = server.start("WaitForApproval", "ok", healthy, worker.task_queue)
-    server.wait_stuck(stuck, attempts=2)
-    server.wait_visible(worker.task_queue, {stuck, healthy})
-    return stuck, stuck_run, healthy, healthy_run
 
 
 def selection(worker: TemporalWorker, **extra: object) -> dict[str, object]:
@@ -67,7 +49,7 @@ def test_plan_is_stable_while_the_workflow_stays_stuck(temporal_server, worker, 
 
     first = reset_playbook(selection(worker), check=True)
     attempts = first.stats["result"]["workflows"][0]["activity_attempt"]
-    wait_for(lambda: max(temporal_server.describe(stuck)["activity_attempts"]) > attempts + 2, "more attempts")
+    wait_for(lambda: max(temporal_server.describe(stuck)["activity_attempts"]) > attempts + 2, what="more attempts")
     second = reset_playbook(selection(worker), check=True)
 
     assert first.rc == second.rc == 0
@@ -252,7 +234,7 @@ def test_runbook_parameters_drive_the_playbook(temporal_server, worker, reset_pl
     from bot.catalog_files import load_runbook
     from bot.domain.params import lock_key, validate_params
 
-    runbook = load_runbook(REPO / "runbooks" / "reset-stuck-workflows.md", REPO / "playbooks")
+    runbook = load_runbook(ROOT / "runbooks" / "reset-stuck-workflows.md", ROOT / "playbooks")
     stuck, stuck_run, _, _ = stuck_and_healthy(temporal_server, worker)
     values = validate_params(
         runbook, {"task_queue": worker.task_queue, "min_activity_attempts": "2", "reason": "INC-42 outage"}
@@ -293,7 +275,7 @@ def test_no_history_progress_for_stuck_minutes_counts_as_stuck(temporal_server, 
     """With stuck_minutes=1 a workflow idle for over a minute is listed, a fresh one is not (waits 1 min)."""
     idle = wid("approval")
     idle_run = temporal_server.start("WaitForApproval", "ok", idle, worker.task_queue)
-    wait_for(lambda: temporal_server.idle_seconds(idle) > 61, "a minute without history events", timeout=120)
+    wait_for(lambda: temporal_server.idle_seconds(idle) > 61, what="a minute without history events", timeout=120)
     fresh = wid("approval")
     temporal_server.start("WaitForApproval", "ok", fresh, worker.task_queue)
     temporal_server.wait_visible(worker.task_queue, {idle, fresh})
@@ -308,3 +290,11 @@ def test_no_history_progress_for_stuck_minutes_counts_as_stuck(temporal_server, 
         f"reset default/{idle} run {idle_run} to LastWorkflowTask (event 10): no history event for >= 1m"
     ]
     assert run.stats["result"]["workflows"][0]["idle_seconds"] >= 60
+
+
+def test_reset_stuck_workflows_error_names_visibility_query() -> None:
+    """Without a selection, the error names the runbook's parameter visibility_query (not the module's `query`)."""
+    run = run_playbook("127.0.0.1:1", {"reason": "INC-1"}, check=True)
+    assert run.rc != 0
+    text = " ".join(run.messages)
+    assert "workflow_id, task_queue, visibility_query" in text, run.messages

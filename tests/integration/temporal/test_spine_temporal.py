@@ -6,9 +6,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from bot.domain.runs import RunState
-from tests.integration.conftest import RealSpine, drain, op
-from tests.integration.temporal.conftest import TemporalServer, TemporalWorker
-from tests.integration.temporal.test_reset_stuck_workflows import stuck_and_healthy
+from tests.support.spine import RealSpine, drain, op
+from tests.support.temporal import TemporalServer, TemporalWorker, stuck_and_healthy
 
 pytestmark = pytest.mark.slow
 

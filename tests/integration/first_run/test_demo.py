@@ -14,7 +14,8 @@ import pytest
 
 from bot import demo
 from bot.storage.database import embedded_pgdata
-from tests.integration.conftest import ROOT, cli
+from tests.support.paths import ROOT
+from tests.support.spine import cli
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,9 @@ from bot.app import Context, build
 from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.service import LocalTracker
-from tests.integration.conftest import ROOT, op
+from tests.support.paths import ROOT
 from tests.support.pgcluster import PgCluster
+from tests.support.spine import op
 
 pytestmark = pytest.mark.slow
 

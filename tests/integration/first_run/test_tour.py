@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from bot.storage.database import embedded_pgdata
-from tests.integration.conftest import ROOT
+from tests.support.paths import ROOT
 from tests.support.pgcluster import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -86,19 +86,16 @@ def script(commands: list[str]) -> str:
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def healthy() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"make run exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return
+                return bool(r.status == 200)
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"make run not healthy within {timeout}s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
+            return False
+
+    wait_for(healthy, timeout=timeout, interval=0.5, what=lambda: f"make run to be healthy:\n{log.read_text()[-3000:]}")
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 60) -> None:

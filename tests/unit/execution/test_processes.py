@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from bot.execution.processes import RunProcesses, choose_tracking, owner_alive, this_process
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+from tests.support.processes import alive
+from tests.support.waiting import wait_for
 
 
 def _tree(processes: RunProcesses, tmp_path: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
@@ -26,13 +19,9 @@ def _tree(processes: RunProcesses, tmp_path: Path) -> tuple[subprocess.Popen[byt
     child = f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300'"
     script = f"{child} & {child} & wait"
     leader = subprocess.Popen(processes.wrap(["/bin/sh", "-c", script]), env={**os.environ, **processes.env()})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = pids.read_text().split() if pids.exists() else []
-        if len(found) == 2:
-            return leader, [int(p) for p in found]
-        time.sleep(0.05)
-    raise TimeoutError("the grandchildren did not start")
+    found = wait_for(lambda: len(f := (pids.read_text().split() if pids.exists() else [])) == 2 and f,
+                     timeout=10, what="the grandchildren to start")
+    return leader, [int(p) for p in found]
 
 
 @pytest.mark.parametrize("kind", ["cgroup2", "freezer", "environ"])
@@ -44,15 +33,15 @@ def test_end_kills_grandchildren_in_other_sessions(kind: str, tmp_path: Path) ->
     processes = RunProcesses.create("t1", chosen, parent)
     leader, grandchildren = _tree(processes, tmp_path)
     try:
-        assert all(_alive(p) for p in grandchildren)
+        assert all(alive(p) for p in grandchildren)
         assert set(grandchildren) <= set(processes.pids())
         assert processes.end(grace=2.0) == []
         leader.wait(timeout=10)
-        assert not any(_alive(p) for p in grandchildren)
+        assert not any(alive(p) for p in grandchildren)
         assert processes.pids() == []
     finally:
         for p in grandchildren:
-            if _alive(p):
+            if alive(p):
                 os.kill(p, 9)
         processes.release()
     if processes.cgroup is not None:
@@ -68,10 +57,10 @@ def test_a_record_read_back_ends_the_same_processes(tmp_path: Path) -> None:
         again = RunProcesses.from_record(processes.as_record())
         assert again.end(grace=2.0) == []
         leader.wait(timeout=10)
-        assert not any(_alive(p) for p in grandchildren)
+        assert not any(alive(p) for p in grandchildren)
     finally:
         for p in grandchildren:
-            if _alive(p):
+            if alive(p):
                 os.kill(p, 9)
         processes.release()
 

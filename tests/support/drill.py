@@ -12,15 +12,19 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.pgcluster import PgCluster, chown_tree, wait_for
+from tests.support.paths import ROOT
+from tests.support.pgcluster import PgCluster, chown_tree, free_port, make_tmp_dir, remove_tree
+from tests.support.playbooks import failed_messages
+from tests.support.waiting import wait_for
 
 STANZA = "drill"
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PLAYBOOK = REPO_ROOT / "playbooks" / "pgbackrest_restore_drill.yml"
+PLAYBOOK = ROOT / "playbooks" / "pgbackrest_restore_drill.yml"
 
 
 @dataclass
@@ -153,13 +157,7 @@ class DrillRun:
 
     def failure_messages(self) -> str:
         """Every failed task's msg, joined (where the named checks show up)."""
-        msgs = []
-        for play in self.output.get("plays", []):
-            for task in play.get("tasks", []):
-                for res in task.get("hosts", {}).values():
-                    if res.get("failed"):
-                        msgs.append(str(res.get("msg", "")))
-        return "\n".join(msgs)
+        return "\n".join(failed_messages(self.output))
 
     def __str__(self) -> str:  # shown by pytest when an assertion fails
         return f"rc={self.rc}\n{self.stdout[-6000:]}\n{self.stderr[-2000:]}"
@@ -168,14 +166,14 @@ class DrillRun:
 def run_drill(extra_vars: dict[str, object], check: bool = False) -> DrillRun:
     """Run the drill playbook for real with ansible-playbook against the local inventory."""
     argv = [
-        str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(REPO_ROOT / "inventory" / "local"),
+        str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventory" / "local"),
         str(PLAYBOOK), "-e", json.dumps(extra_vars),
     ]
     if check:
         argv.append("--check")
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_SHOW_CUSTOM_STATS": "1"}
-    r = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, env=env, check=False)
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
     return DrillRun(r.returncode, r.stdout, r.stderr)
 
 
@@ -199,3 +197,43 @@ def port_listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+MARKER = "written-before-the-full-backup"
+
+
+@contextmanager
+def source_cluster(prefix: str, *, stanza: str = STANZA, scale: int,
+                   incremental: bool) -> Iterator[BackedUpCluster]:
+    """A started source cluster with pgbench data, a MARKER row and a full backup (then, when `incremental`,
+    a change and an incr backup); stopped and removed on exit."""
+    base = make_tmp_dir(prefix)
+    cluster = BackedUpCluster(base, stanza=stanza)
+    try:
+        cluster.start()
+        cluster.pgbench_init(scale=scale)
+        cluster.pg.psql(f"CREATE TABLE drill_marker(note text); INSERT INTO drill_marker VALUES ('{MARKER}')")
+        cluster.backup("full")
+        if incremental:
+            cluster.pg.psql("UPDATE pgbench_branches SET bbalance = bbalance + 7 WHERE bid = 1")
+            cluster.backup("incr")
+        yield cluster
+    finally:
+        cluster.stop()
+        remove_tree(base)
+
+
+def drill_vars(source: BackedUpCluster, drill_dir: Path, **over: Any) -> dict[str, Any]:
+    vars_: dict[str, Any] = {
+        "stanza": source.stanza,
+        "pgbackrest_config": str(source.config_path),
+        "pg_bin_dir": str(source.pg.bin_dir),
+        "drill_port": free_port(),
+        "scratch_dir": str(drill_dir / "scratch"),
+        "os_user": source.os_user,
+        "target": "latest",
+        "report_path": str(drill_dir / "report.json"),
+        "expectations": {"marker": {"table": "drill_marker", "column": "note", "value": MARKER}},
+    }
+    vars_.update(over)
+    return vars_

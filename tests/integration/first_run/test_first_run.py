@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.errors import ExecutionError
-from bot.execution.runner import playbook_search_path
-from tests.integration.conftest import ROOT, cli
+from tests.support.paths import ROOT
+from tests.support.spine import cli
 
 pytestmark = pytest.mark.slow
 
@@ -42,28 +41,6 @@ def test_worker_started_without_the_venv_on_path_runs_playbooks(spine_env: dict[
     assert work.returncode == 0, work.stderr
     status = json.loads(cli(spine_env, "status", run_id, "--json").stdout)
     assert status["state"] == "succeeded", (status["error"], work.stdout)
-
-
-def test_runner_without_ansible_playbook_says_where_it_looked(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ansible-playbook next to the interpreter nor on PATH: the error names both, not `exited 127`."""
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    monkeypatch.setattr(sys, "executable", str(fake_bin / "python3"))
-    monkeypatch.setattr("sysconfig.get_path", lambda *a, **k: str(tmp_path / "nowhere"))
-
-    with pytest.raises(ExecutionError) as err:
-        playbook_search_path({"PATH": str(tmp_path / "empty")})
-
-    assert f"ansible-playbook not found in {fake_bin}" in str(err.value)
-    assert f"PATH ({tmp_path / 'empty'})" in str(err.value)
-
-
-def test_search_path_puts_this_environment_first() -> None:
-    """The interpreter's own scripts dir comes before an inherited PATH that lacks it."""
-    path = playbook_search_path({"PATH": "/usr/bin:/bin"})
-    assert path.split(os.pathsep)[0] == str(VENV_BIN)
-    assert path.endswith("/usr/bin:/bin")
 
 
 @pytest.fixture
@@ -193,17 +170,6 @@ def test_cli_finds_the_project_from_anywhere(where: str, spine_env: dict[str, st
 
     assert proc.returncode == 0, proc.stderr
     assert "db-connections" in {r["name"] for r in json.loads(proc.stdout)}
-
-
-def test_settings_name_where_the_project_was_looked_for(tmp_path: Path) -> None:
-    """Outside any project, the search is recorded for error messages; env vars still win."""
-    from bot.config import Settings, find_project_dir
-
-    project, searched = find_project_dir(tmp_path)
-    assert f"in {tmp_path} or its parents" in searched
-    assert project == ROOT  # the checkout this package runs from (editable install)
-    mine = tmp_path / "books"
-    assert Settings.from_env({"RUNBOOK_BOT_RUNBOOKS": str(mine)}).runbooks_dir == mine
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the embedded database switches users only when started as root")

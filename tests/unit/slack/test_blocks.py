@@ -9,6 +9,7 @@ from bot.domain.catalog import parse_runbook
 from bot.domain.ids import RunId
 from bot.domain.runs import Approval, Run, RunState
 from bot.slack import blocks, ids
+from tests.support.paths import ROOT
 
 RUNBOOK = parse_runbook({
     "name": "greet", "title": "Greet <b> & co", "playbook": "greet.yml",
@@ -112,11 +113,9 @@ def test_modal_values_round_trip() -> None:
 
 def test_card_carries_the_runbooks_warning() -> None:
     """A runbook's warning (the heap snapshot freezes the process) is shown to approvers on the card."""
-    from pathlib import Path
-
     from bot.catalog_files import load_runbook
 
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     heap = load_runbook(root / "runbooks" / "heap-snapshot.md", root / "playbooks")
     assert "FROZEN" in heap.warning
     texts = [b["text"]["text"] for b in blocks.approval_card(_run(runbook="heap-snapshot"), heap).blocks

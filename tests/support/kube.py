@@ -1,27 +1,30 @@
-"""Fixtures for the Kubernetes runbook tests: the fake API server and a real ansible-playbook runner."""
+"""Kubernetes objects and waits for tests against the fake API server (tests/fakes/kube_api.py), and the
+`kube` fixture (a pytest plugin, registered in tests/conftest.py; some feature dirs override it)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fakes.kube_api import FakeKubeAPI
+if TYPE_CHECKING:  # the fake (aiohttp) is imported when a test asks for it, not by every run
+    from tests.fakes.kube_api import FakeKubeAPI
 
-REPO = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
+# A Node.js app container that snapshots its heap on SIGUSR2 into /diag, beside a sidecar (heap-snapshot tests).
+NODE_APP: list[dict[str, Any]] = [
+    {"name": "app", "image": "registry.example/api:1.0",
+     "env": [{"name": "NODE_OPTIONS", "value": "--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=/diag"}]},
+    {"name": "sidecar", "image": "registry.example/proxy:1.0"},
+]
 
 
 @pytest.fixture
 def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAPI]:
     """A started fake API server; KUBECONFIG/K8S_AUTH_KUBECONFIG point at it for every subprocess."""
+    from tests.fakes.kube_api import FakeKubeAPI
+
     with FakeKubeAPI() as fake:
         config = fake.kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(config))
@@ -31,9 +34,10 @@ def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubeAP
 
 
 def deployment(
-    name: str, image: str, *, namespace: str = "prod", replicas: int = 2, labels: dict[str, str] | None = None
+    name: str, image: str = "example/app:1", *, namespace: str = "prod", replicas: int = 2,
+    labels: dict[str, str] | None = None, containers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A minimal apps/v1 Deployment manifest with one container named `app`."""
+    """A minimal apps/v1 Deployment manifest: `containers`, or one container named `app` running `image`."""
     labels = labels or {"app": name}
     return {
         "apiVersion": "apps/v1",
@@ -44,7 +48,7 @@ def deployment(
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": image}]},
+                "spec": {"containers": containers or [{"name": "app", "image": image}]},
             },
         },
     }
@@ -83,40 +87,10 @@ def set_image(kube: FakeKubeAPI, namespace: str, name: str, image: str) -> None:
     )
 
 
-@dataclass
-class PlaybookRun:
-    rc: int
-    stats: dict[str, Any]
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (task name, message)
-    output: str = ""
+def ready_pods(api: FakeKubeAPI, namespace: str, selector: str, count: int) -> list[dict[str, Any]]:
+    """Wait until `count` pods matching `selector` are Running; return them."""
+    def running() -> list[dict[str, Any]] | None:
+        pods = [p for p in api.list("Pod", namespace, selector) if p["status"].get("phase") == "Running"]
+        return pods if len(pods) == count else None
 
-
-def run_playbook(playbook: str, extra: dict[str, Any] | list[str], *, check: bool = False) -> PlaybookRun:
-    """Run playbooks/<playbook> with ansible-playbook for real; extra is a dict (JSON) or raw -e strings."""
-    args = [str(BIN / "ansible-playbook"), "-i", "inventory/local", f"playbooks/{playbook}"]
-    if isinstance(extra, dict):
-        args += ["-e", json.dumps(extra)]
-    else:
-        for item in extra:
-            args += ["-e", item]
-    if check:
-        args.append("--check")
-    env = {
-        **os.environ,
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_SHOW_CUSTOM_STATS": "true",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
-    try:
-        doc = json.loads(proc.stdout[proc.stdout.index("{") :])
-    except ValueError:
-        return PlaybookRun(proc.returncode, {}, [("(no json)", proc.stderr)], proc.stdout + proc.stderr)
-    failed = [
-        (task["task"]["name"], str(host.get("msg", "")))
-        for play in doc.get("plays", [])
-        for task in play.get("tasks", [])
-        for host in task.get("hosts", {}).values()
-        if host.get("failed") and not host.get("ignore_errors")
-    ]
-    return PlaybookRun(proc.returncode, doc.get("global_custom_stats", {}), failed, proc.stdout + proc.stderr)
+    return api.wait_until(running, timeout=20)

@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
 from tests.fakes.kube_api import FakeKubeAPI, strategic_merge
-from tests.integration.k8s.conftest import deployment, rolled_out
+from tests.support.kube import deployment, rolled_out
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 

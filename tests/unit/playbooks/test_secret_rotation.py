@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.integration.rotate.test_rotate_secret import load_module
+from tests.support.playbooks import load_playbook_module
 
-mod = load_module()
+mod = load_playbook_module("library/secret_rotation.py")
 
 
 def test_valid_token_is_kept() -> None:
