@@ -1,5 +1,5 @@
 """Integration fixtures: a real PostgreSQL 15 server per session, a fresh database per test, and the
-spine assembled exactly as the CLI assembles it (bot.app.build) over a test catalog."""
+spine assembled exactly as the CLI assembles it (bot.composition.build_cli) over a test catalog."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.policy import Operator
 from bot.domain.runs import Run
+from bot.spine import Spine
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,8 +71,8 @@ def spine_env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def ctx(spine_env: dict[str, str]) -> Iterator[Context]:
-    context = build(Settings.from_env(spine_env))
+def ctx(spine_env: dict[str, str]) -> Iterator[Spine]:
+    context = build_cli(Settings.from_env(spine_env))
     yield context
     context.close()
 
@@ -90,11 +91,11 @@ class RealSpine:
     def __init__(self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
         self.env, self._mp, self._ctx = env, monkeypatch, None  # type: ignore[var-annotated]
 
-    def build(self, **extra: str) -> Context:
+    def build(self, **extra: str) -> Spine:
         self.env.update(extra)
         for k, v in self.env.items():
             self._mp.setenv(k, v)
-        self._ctx = build(Settings.from_env(self.env))
+        self._ctx = build_cli(Settings.from_env(self.env))
         return self._ctx
 
     def close(self) -> None:
@@ -102,7 +103,7 @@ class RealSpine:
             self._ctx.close()
 
 
-def drain(ctx: Context) -> list[Run]:
+def drain(ctx: Spine) -> list[Run]:
     """Execute every queued run in this process (the worker's code path, without threads)."""
     from bot.service import LocalTracker
 
@@ -112,7 +113,7 @@ def drain(ctx: Context) -> list[Run]:
     return done
 
 
-def op(ctx: Context, name: str) -> Operator:
+def op(ctx: Spine, name: str) -> Operator:
     return ctx.service.directory.operator(name)
 
 

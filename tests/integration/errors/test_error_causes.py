@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Context
 from bot.domain.runs import RunState
 from bot.errors import PlanError
+from bot.spine import Spine
 from tests.integration.conftest import RealSpine, drain, op
 from tests.integration.temporal.conftest import run_playbook
 
@@ -44,7 +44,7 @@ def test_reset_stuck_workflows_error_names_visibility_query() -> None:
     assert "workflow_id, task_queue, visibility_query" in text, run.messages
 
 
-def test_unwritable_work_dir_fails_the_run_naming_the_path(ctx: Context) -> None:
+def test_unwritable_work_dir_fails_the_run_naming_the_path(ctx: Spine) -> None:
     """An OSError while preparing a run (work dir gone bad, disk full) fails it with the path and why."""
     work = ctx.settings.work_dir
     shutil.rmtree(work)
