@@ -30,8 +30,9 @@ from bot.domain.policy import SlackGroups
 from bot.errors import CatalogError, ConfigError
 from bot.execution.runner import AnsibleRunner
 from bot.execution.worker import WorkerPool
+from bot.ports import ProgressListener, RunListener
 from bot.scheduler import start as start_scheduler
-from bot.service import ProgressListener, RunListener, RunService
+from bot.service import RunService
 from bot.spine import Spine
 from bot.storage.anchors import Anchorer, sinks_from_settings
 from bot.storage.database import (
@@ -44,6 +45,7 @@ from bot.storage.database import (
     ownership_warning,
 )
 from bot.storage.keys import Keys
+from bot.storage.run_store import PostgresRunStore
 from bot.storage.spool import OutcomeSpool
 
 if TYPE_CHECKING:
@@ -205,8 +207,8 @@ def open_spine(settings: Settings, *, slack_groups: SlackGroups | None = None,
                            ansible_config=_ansible_config(settings.playbooks_dir),
                            inventory_defaults=lambda: inventory_defaults(settings),
                            tracking=settings.process_tracking, kill_grace_seconds=settings.kill_grace_seconds)
-    service = RunService(db=db, catalog=catalog, directory=directory, keys=keys, runner=runner,
-                         playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
+    service = RunService(store=PostgresRunStore(db, keys.event_mac_key), catalog=catalog, directory=directory,
+                         keys=keys, runner=runner, playbooks_dir=settings.playbooks_dir, inventory=settings.inventory,
                          slack_groups=slack_groups, run_listeners=list(run_listeners),
                          progress_listeners=list(progress_listeners),
                          anchors=Anchorer(db, keys.anchor_hmac, sinks), spool=OutcomeSpool(settings.home / "outcomes"))

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
-from bot.domain.runs import Run
+from bot.domain.runs import Run, RunEvent
 from bot.execution.runner import Progress
 from bot.text_views import approval_status, params_text
 
@@ -30,11 +30,11 @@ def progress_printer(out: TextIO) -> Callable[[Run, Progress], None]:
     return show
 
 
-def result_printer(out: TextIO) -> Callable[[Run, str], None]:
+def result_printer(out: TextIO) -> Callable[[Run, RunEvent], None]:
     lock = threading.Lock()
 
-    def show(run: Run, event: str) -> None:
-        if event == "started":
+    def show(run: Run, event: RunEvent) -> None:
+        if event is RunEvent.STARTED:
             line = f"[run {run.id}] started {run.runbook} {params_text(run.params)}"
         elif run.state.terminal:
             took = f" in {run.duration_seconds:.1f}s" if run.duration_seconds is not None else ""
@@ -43,14 +43,14 @@ def result_printer(out: TextIO) -> Callable[[Run, str], None]:
                 line += f"\n[run {run.id}]   {s}"
             if run.error:
                 line += f"\n[run {run.id}]   error: {run.error}"
-        elif event == "requested":
+        elif event is RunEvent.REQUESTED:
             line = f"[run {run.id}] requested {run.runbook} {params_text(run.params)} by {run.requested_by}: " \
                    f"{run.state.value}"
-        elif event == "queued":
+        elif event is RunEvent.QUEUED:
             line = f"[run {run.id}] approved by {', '.join(run.approvers) or 'nobody needed'}: queued"
-        elif event == "approved":
+        elif event is RunEvent.APPROVED:
             line = f"[run {run.id}] approved by {', '.join(run.approvers)}: {approval_status(run)}"
-        else:  # cancel_requested, or an event added later
+        else:  # cancel_requested
             line = f"[run {run.id}] {event.replace('_', ' ')}"
         with lock:
             out.write(line + "\n")

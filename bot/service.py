@@ -2,7 +2,10 @@
 
 request -> policy + parameters + plan (check mode) -> runs row (+ lock) -> approvals -> queued ->
 a worker claims it, re-checks the plan, runs the playbook, records the outcome. Every transition writes
-its audit event in the same transaction (bot.storage.runs).
+its audit event in the same transaction of the run store.
+
+RunService depends only on the ports of bot.ports (the run store, the playbook runner, the clock, the
+listeners): bot.composition assembles it over PostgreSQL and ansible-runner, bot.testing over in-memory fakes.
 """
 
 from __future__ import annotations
@@ -10,11 +13,11 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bot.catalog_files import playbook_path, playbook_sha256
 from bot.domain.catalog import Catalog, Runbook
@@ -31,7 +34,7 @@ from bot.domain.policy import (
     check_quorum_reachable,
     check_request,
 )
-from bot.domain.runs import RUNNER_STATUS, Run, RunState
+from bot.domain.runs import RUNNER_STATUS, NewRun, Run, RunEvent, RunState
 from bot.domain.text import check_free_text
 from bot.errors import (
     LockHeld,
@@ -48,25 +51,22 @@ from bot.errors import (
 from bot.execution import processes as procs
 from bot.execution.processes import RunProcesses
 from bot.execution.redaction import Redactor
-from bot.execution.runner import AnsibleRunner, Job, Outcome, ProcessesSink, Progress, StopCheck, StopRequest
-from bot.storage import runs as repo
-from bot.storage.anchors import Anchorer
-from bot.storage.database import Database
+from bot.execution.runner import Job, Outcome, ProcessesSink, Progress, StopCheck, StopRequest
+from bot.ports import (
+    AuditAnchors,
+    CancelTracker,
+    Clock,
+    PlaybookRunner,
+    ProgressListener,
+    RunEvents,
+    RunListener,
+    RunStore,
+    SystemClock,
+)
 from bot.storage.keys import Keys
 from bot.storage.spool import OutcomeSpool
 
 log = logging.getLogger(__name__)
-
-RunListener = Callable[[Run, str], None]
-ProgressListener = Callable[[Run, Progress], None]
-
-
-class CancelTracker(Protocol):
-    """Supplied by the worker pool: heartbeats the run and says when it must stop (cancel or shutdown)."""
-
-    def track(self, run_id: RunId) -> StopCheck: ...
-
-    def untrack(self, run_id: RunId) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,31 @@ class RequestResult:
 
 @dataclass
 class RunService:
-    db: Database
+    store: RunStore
     catalog: Catalog
     directory: Directory
     keys: Keys
-    runner: AnsibleRunner
+    runner: PlaybookRunner
     playbooks_dir: Path
     inventory: Path
     slack_groups: SlackGroups | None = None
     run_listeners: list[RunListener] = field(default_factory=list)
     progress_listeners: list[ProgressListener] = field(default_factory=list)
-    anchors: Anchorer | None = None  # copies the audit head outside PostgreSQL after each transition
+    anchors: AuditAnchors | None = None  # copies the audit head outside the store after each transition
     spool: OutcomeSpool | None = None  # outcomes kept while the database is down (RUNBOOK_BOT_HOME/outcomes)
     retry_max_seconds: float = 30.0  # backoff cap while recording an outcome waits for the database
+    clock: Clock = field(default_factory=SystemClock)
+
+    # ----------------------------------------------------------------- listeners
+    def subscribe(self, events: RunEvents) -> None:
+        """Tell `events` of every committed change of a run, and of the progress of running ones."""
+        self.run_listeners.append(events.on_run)
+        self.progress_listeners.append(events.on_progress)
+
+    def unsubscribe(self, events: RunEvents) -> None:
+        for listeners, fn in ((self.run_listeners, events.on_run), (self.progress_listeners, events.on_progress)):
+            if fn in listeners:
+                listeners.remove(fn)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- queries
     def runbook(self, name: str) -> Runbook:
@@ -107,13 +119,22 @@ class RunService:
         return out
 
     def get(self, run_id: int, *, timeout: float | None = None) -> Run:
-        with self.db.transaction(timeout) as conn:
-            return repo.get_run(conn, run_id)
+        with self.store.transaction(timeout) as tx:
+            return tx.get(run_id)
 
     def runs(self, *, limit: int = 50, runbook: str | None = None,
              states: list[RunState] | None = None, timeout: float | None = None) -> list[Run]:
-        with self.db.transaction(timeout) as conn:
-            return repo.list_runs(conn, limit=limit, runbook=runbook, states=states)
+        with self.store.transaction(timeout) as tx:
+            return tx.list_runs(limit=limit, runbook=runbook, states=states)
+
+    def runs_with_result(self, key: str, *, runbook: str | None = None, limit: int = 200) -> list[Run]:
+        """Runs whose result carries `key` (restore drills carry rto_seconds), newest first."""
+        with self.store.transaction() as tx:
+            return tx.runs_with_result_key(key, runbook=runbook, limit=limit)
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self.store.transaction() as tx:
+            return tx.counts_by_state()
 
     # ----------------------------------------------------------------- plan
     def plan(self, runbook: Runbook, values: Mapping[str, Any], *, ident: str,
@@ -169,26 +190,22 @@ class RunService:
         required = 0 if preapproved else runbook.approval.required
         state = RunState.QUEUED if required == 0 else RunState.PENDING_APPROVAL
         secret_values = {n: values[n] for n in runbook.secret_names if n in values}
-        with self.db.transaction() as conn:
-            run_id = repo.insert_run(
-                conn, runbook=runbook.name, state=state, params=plan.params, requested_by=requester.name,
+        with self.store.transaction() as tx:
+            run_id = tx.insert(NewRun(
+                runbook=runbook.name, state=state, params=plan.params, requested_by=requester.name,
                 reason=reason, source=source, plan=plan.as_dict(), plan_hash=plan.hash, lock_key=key,
                 approvals_required=required, ttl_seconds=runbook.approval.ttl_seconds, notify=dict(notify or {}),
                 secret_blob=self.keys.seal(secret_values) if secret_values else None, schedule_key=schedule_key,
-                event_key=self.keys.event_mac_key,
-            )
-            run = repo.get_run(conn, run_id)
-        self._emit(run, "requested")
+            ))
+            run = tx.get(run_id)
+        self._emit(run, RunEvent.REQUESTED)
         return RequestResult(run, plan, required)
 
     def _refuse_if_locked(self, key: str) -> None:
-        with self.db.transaction() as conn:
-            row = conn.execute(
-                "SELECT id FROM runs WHERE lock_key = %s AND state IN ('pending_approval','queued','running')",
-                (key,),
-            ).fetchone()
-        if row is not None:
-            raise LockHeld(key, int(row["id"]))
+        with self.store.transaction() as tx:
+            holder = tx.lock_holder(key)
+        if holder is not None:
+            raise LockHeld(key, holder)
 
     # ----------------------------------------------------------------- decisions
     def approve(self, run_id: int, approver: Operator, comment: str = "") -> Run:
@@ -200,60 +217,58 @@ class RunService:
     def _decide(self, run_id: int, actor: Operator, decision: str, comment: str) -> Run:
         check_free_text("comment", comment)
         expired: Run | None = None
-        with self.db.transaction() as conn:
-            run = repo.get_run(conn, run_id, for_update=True)  # serializes concurrent decisions on this run
+        with self.store.transaction() as tx:
+            run = tx.get(run_id, for_update=True)  # serializes concurrent decisions on this run
             if run.state is not RunState.PENDING_APPROVAL:
                 raise RunStateError(f"run {run.id} is {run.state.value}, not waiting for approval")
-            if run.expires_at is not None and run.expires_at <= repo.db_now(conn):
-                expired = repo.transition(conn, run, RunState.EXPIRED, actor="system",
-                                          body={"why": "approval window (ttl) passed"})
+            if run.expires_at is not None and run.expires_at <= tx.now():
+                expired = tx.transition(run, RunState.EXPIRED, actor="system",
+                                        body={"why": "approval window (ttl) passed"})
             else:
                 runbook = self.catalog.get(run.runbook)
                 check_decision(self.directory, runbook, run.requested_by, actor,
                                [a.approver for a in run.approvals], self.slack_groups)
-                repo.record_decision(conn, run, actor.name, decision, comment, event_key=self.keys.event_mac_key)
+                tx.record_decision(run, actor.name, decision, comment)
                 if decision == "deny":
-                    run = repo.transition(conn, run, RunState.DENIED, actor=actor.name,
-                                          body={"comment": comment})
+                    run = tx.transition(run, RunState.DENIED, actor=actor.name, body={"comment": comment})
                 else:
-                    run = repo.get_run(conn, run_id)
+                    run = tx.get(run_id)
                     if len(run.approvers) >= run.approvals_required:
-                        run = repo.transition(conn, run, RunState.QUEUED, actor=actor.name,
-                                              body={"approvers": run.approvers})
+                        run = tx.transition(run, RunState.QUEUED, actor=actor.name,
+                                            body={"approvers": run.approvers})
         if expired is not None:
-            self._emit(expired, "expired")
+            self._emit(expired, RunEvent.EXPIRED)
             raise RequestExpired(f"run {run_id} expired at {expired.expires_at:%Y-%m-%d %H:%M:%S %Z}; "
                                  "request it again")
-        self._emit(run, "denied" if decision == "deny" else ("queued" if run.state is RunState.QUEUED
-                                                               else "approved"))
+        self._emit(run, RunEvent.DENIED if decision == "deny" else (
+            RunEvent.QUEUED if run.state is RunState.QUEUED else RunEvent.APPROVED))
         return run
 
     def cancel(self, run_id: int, actor: Operator) -> Run:
-        with self.db.transaction() as conn:
-            run = repo.get_run(conn, run_id, for_update=True)
+        with self.store.transaction() as tx:
+            run = tx.get(run_id, for_update=True)
             if run.state.terminal:
                 raise RunFinished(f"run {run.id} already finished ({run.state.value}); nothing to cancel")
             runbook = self.catalog.get(run.runbook)
             if not cancel_allowed(self.directory, runbook, run.requested_by, actor, self.slack_groups):
                 raise PolicyError(f"{actor.name} may not cancel run {run.id}: only its requester or an approver")
             if run.state is RunState.RUNNING:
-                repo.request_cancel(conn, run, actor.name)
-                run = repo.get_run(conn, run_id)
-                event = "cancel_requested"
+                tx.request_cancel(run, actor.name)
+                run = tx.get(run_id)
+                event = RunEvent.CANCEL_REQUESTED
             else:
-                run = repo.transition(conn, run, RunState.CANCELLED, actor=actor.name, body={})
-                event = "cancelled"
+                run = tx.transition(run, RunState.CANCELLED, actor=actor.name, body={})
+                event = RunEvent.CANCELLED
         self._emit(run, event)
         return run
 
     # ----------------------------------------------------------------- housekeeping
     def expire_overdue(self) -> list[Run]:
-        with self.db.transaction() as conn:
-            done = [repo.transition(conn, r, RunState.EXPIRED, actor="system",
-                                    body={"why": "approval window (ttl) passed"})
-                    for r in repo.overdue_pending(conn)]
+        with self.store.transaction() as tx:
+            done = [tx.transition(r, RunState.EXPIRED, actor="system", body={"why": "approval window (ttl) passed"})
+                    for r in tx.overdue_pending()]
         for r in done:
-            self._emit(r, "expired")
+            self._emit(r, RunEvent.EXPIRED)
         return done
 
     def recover_stale(self, stale_after_seconds: float) -> list[Run]:
@@ -262,8 +277,8 @@ class RunService:
         and becomes `interrupted` (never re-run on its own). A run owned by another host stays running,
         lock held, saying so in its error: only the owning host can see and end its processes."""
         done = self.record_spooled()
-        with self.db.transaction() as conn:
-            stale = repo.stale_running(conn, stale_after_seconds, for_update=False)
+        with self.store.transaction() as tx:
+            stale = tx.stale_running(stale_after_seconds, for_update=False)
         for run in stale:
             try:
                 finished = self._recover(run, stale_after_seconds)
@@ -275,12 +290,12 @@ class RunService:
         return done
 
     def _recover(self, run: Run, stale_after_seconds: float) -> Run | None:
-        with self.db.transaction() as conn:
-            host, record = repo.ownership(conn, run.id)
+        with self.store.transaction() as tx:
+            host, record = tx.ownership(run.id)
         here = procs.host_name()
         if host is not None and host != here:
-            with self.db.transaction() as conn:
-                repo.note_error(conn, run.id, f"its worker stopped heartbeating; owner host {host} has not "
+            with self.store.transaction() as tx:
+                tx.note_error(run.id, f"its worker stopped heartbeating; owner host {host} has not "
                                               "confirmed its processes ended; lock held")
             return None
         if self.spool is not None and self.spool.get(run.id) is not None:
@@ -293,9 +308,9 @@ class RunService:
             processes = RunProcesses.from_record(group)
             left = processes.end(self.runner.kill_grace_seconds)
             if left:
-                with self.db.transaction() as conn:
-                    repo.note_error(conn, run.id, f"its worker stopped; processes {left} of the run survived "
-                                                  "SIGKILL; lock held until they end")
+                with self.store.transaction() as tx:
+                    tx.note_error(run.id, f"its worker stopped; processes {left} of the run survived "
+                                            "SIGKILL; lock held until they end")
                 return None
             processes.release()
             if processes.local:
@@ -304,20 +319,20 @@ class RunService:
                 ended = "this host restarted since it started, so its processes are gone"
             else:
                 ended = f"it was handed to {here}; its processes on {processes.host} were not checked"
-        with self.db.transaction() as conn:
-            blob = repo.secret_blob(conn, run.id)
+        with self.store.transaction() as tx:
+            blob = tx.secret_blob(run.id)
         secrets = [str(v) for v in (self.keys.open(blob).values() if blob else []) if v not in (None, "")]
         self.runner.discard_run_files(str(run.id), secrets)
-        with self.db.transaction() as conn:
-            current = repo.lock_if_stale(conn, run.id, stale_after_seconds)
+        with self.store.transaction() as tx:
+            current = tx.lock_if_stale(run.id, stale_after_seconds)
             if current is None:
                 return None  # it heartbeated again, or someone else finished it meanwhile
-            finished = repo.transition(
-                conn, current, RunState.INTERRUPTED, actor="system",
+            finished = tx.transition(
+                current, RunState.INTERRUPTED, actor="system",
                 error=f"the worker running it stopped (no heartbeat); {ended}; it was not re-run",
                 body={"stale_after_seconds": int(stale_after_seconds), "host": host, "ended": ended},
             )
-        self._emit(finished, "interrupted")
+        self._emit(finished, RunEvent.INTERRUPTED)
         return finished
 
     def record_spooled(self) -> list[Run]:
@@ -341,13 +356,13 @@ class RunService:
     def execute_next(self, worker: str, tracker: CancelTracker) -> Run | None:
         """Claim the oldest queued run and carry it to a final state. None when the queue is empty."""
         owner = procs.this_process()
-        with self.db.transaction() as conn:
-            run = repo.claim_next(conn, worker, host=owner["host"],
-                                  processes={"boot_id": owner["boot_id"], "owner": owner["owner"]})
-            blob = repo.secret_blob(conn, run.id) if run is not None else None
+        with self.store.transaction() as tx:
+            run = tx.claim_next(worker, host=owner["host"],
+                                processes={"boot_id": owner["boot_id"], "owner": owner["owner"]})
+            blob = tx.secret_blob(run.id) if run is not None else None
         if run is None:
             return None
-        self._emit(run, "started")
+        self._emit(run, RunEvent.STARTED)
         should_stop = tracker.track(run.id)
         try:
             return self._execute(run, blob, should_stop)
@@ -357,19 +372,19 @@ class RunService:
     def _write_outcome(self, run_id: int, outcome: Mapping[str, Any]) -> Run | None:
         """Commit a final transition; None (and nothing written) when the run is no longer running."""
         try:
-            with self.db.transaction() as conn:
-                current = repo.get_run(conn, run_id, for_update=True)
+            with self.store.transaction() as tx:
+                current = tx.get(run_id, for_update=True)
                 done = None
                 if current.state is RunState.RUNNING:
-                    done = repo.transition(conn, current, RunState(outcome["state"]), actor=str(outcome["actor"]),
-                                           summary=outcome.get("summary"), result=outcome.get("result"),
-                                           error=outcome.get("error"), body=outcome.get("body"))
+                    done = tx.transition(current, RunState(outcome["state"]), actor=str(outcome["actor"]),
+                                         summary=outcome.get("summary"), result=outcome.get("result"),
+                                         error=outcome.get("error"), body=outcome.get("body"))
         except RunNotFound:
             done = None
         if self.spool is not None:
             self.spool.remove(run_id)
         if done is not None:
-            self._emit(done, done.state.value)
+            self._emit(done, RunEvent.entering(done.state))
         return done
 
     def _finish(self, run: Run, state: RunState, *, summary: list[str] | None = None,
@@ -384,7 +399,7 @@ class RunService:
         except StorageError as e:
             log.warning("run %s ended %s but the database is unreachable (%s); keeping the outcome",
                         run.id, state.value, e)
-        outcome["body"] = {**outcome["body"], "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        outcome["body"] = {**outcome["body"], "ended_at": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
                            "recorded_late": True}
         if self.spool is not None:
             try:
@@ -394,12 +409,12 @@ class RunService:
                           run.id, self.spool.directory, e.strerror)
         delay = 0.5
         while True:
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline:
+            deadline = self.clock.monotonic() + delay
+            while self.clock.monotonic() < deadline:
                 request = should_stop() if should_stop is not None else None
                 if request is not None and request.kind == "shutdown":
                     raise StorageError(f"run {run.id}: outcome not recorded yet (kept for the next worker)")
-                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+                self.clock.sleep(min(0.25, max(0.0, deadline - self.clock.monotonic())))
             try:
                 return self._write_outcome(run.id, outcome) or self.get(run.id)
             except StorageError as e:
@@ -415,8 +430,8 @@ class RunService:
 
     def _execute(self, run: Run, blob: bytes | None, should_stop: StopCheck) -> Run:
         def record(processes: RunProcesses) -> None:
-            with self.db.transaction() as conn:
-                repo.set_process_group(conn, run.id, processes.as_record())
+            with self.store.transaction() as tx:
+                tx.set_process_group(run.id, processes.as_record())
 
         try:
             request = should_stop()
@@ -468,8 +483,8 @@ class RunService:
     def _check_approved(self, run: Run, runbook: Runbook) -> None:
         """Raise NotApproved unless the tables AND the audit chain show the approvals the runbook's current
         policy needs (a row set to `queued` by hand, or a forged approvals row, is refused here)."""
-        with self.db.transaction() as conn:
-            record = repo.approval_record(conn, run, self.keys.event_mac_key)
+        with self.store.transaction() as tx:
+            record = tx.approval_record(run)
         check_execution(self.directory, runbook, record, self.slack_groups)
 
     def _record_outcome(self, run: Run, outcome: Outcome, redactor: Redactor, should_stop: StopCheck) -> Run:
@@ -491,8 +506,49 @@ class RunService:
         return self._finish(run, state, summary=summary_lines, result=result or {}, error=error, body=body,
                             should_stop=should_stop)
 
+    def heartbeat(self, run_ids: Sequence[int]) -> dict[int, bool]:
+        """Refresh the heartbeats of running runs a worker executes; run id -> cancel requested."""
+        with self.store.transaction() as tx:
+            return tx.heartbeat(run_ids)
+
+    # ----------------------------------------------------------------- notifications and schedules
+    def claim_notify(self, run_id: int, key: str, *also: str, claimant: str) -> Run | None:
+        """Mark `key` in the run's notify under its row lock, naming the claimant; None when it (or any of
+        `also`) is already set. Whichever process claims first posts that message, once."""
+        with self.store.transaction() as tx:
+            current = tx.get(run_id, for_update=True)
+            if any(current.notify.get(k) for k in (key, *also)):
+                return None
+            tx.set_notify(run_id, {key: claimant})
+        return current
+
+    def set_notify(self, run_id: int, notify: dict[str, Any]) -> None:
+        """Merge keys into the run's notify (where its Slack card and messages are)."""
+        with self.store.transaction() as tx:
+            tx.set_notify(run_id, notify)
+
+    def claim_schedule_fire(self, job_id: str, fire_time: datetime) -> bool:
+        """True for the one caller (of every replica) that may request the run of this scheduled fire."""
+        with self.store.transaction() as tx:
+            return tx.claim_schedule_fire(job_id, fire_time)
+
+    def link_schedule_fire(self, job_id: str, fire_time: datetime, run_id: int) -> None:
+        with self.store.transaction() as tx:
+            tx.set_schedule_fire_run(job_id, fire_time, run_id)
+
+    def record_event(self, actor: str, action: str, body: dict[str, Any], *, run_id: int | None = None) -> None:
+        """An audit event that is no transition (a refused scheduled fire)."""
+        with self.store.transaction() as tx:
+            tx.append_event(actor=actor, action=action, run_id=run_id, body=body)
+
+    def record_event_once(self, actor: str, action: str, body: dict[str, Any], *, match: Sequence[str]) -> bool:
+        """Append unless an event of `action` with the same `match` fields exists; True when appended
+        (an alert said once per episode, whichever replica or restart gets there first)."""
+        with self.store.transaction() as tx:
+            return tx.append_event_once(actor=actor, action=action, body=body, match=match)
+
     # ----------------------------------------------------------------- events
-    def _emit(self, run: Run, event: str) -> None:
+    def _emit(self, run: Run, event: RunEvent) -> None:
         """After a transition committed: anchor the audit head (fail-open), then tell the listeners."""
         if self.anchors is not None:
             try:

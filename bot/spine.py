@@ -24,7 +24,7 @@ class Spine:
     def worker_pool(self, size: int | None = None) -> WorkerPool:
         """A pool (not started) that executes this spine's queued runs; `size` slots, else RUNBOOK_BOT_WORKERS."""
         s = self.settings
-        return WorkerPool(self.service, self.db, size=size or s.workers, poll_seconds=s.poll_seconds,
+        return WorkerPool(self.service, size=size or s.workers, poll_seconds=s.poll_seconds,
                           heartbeat_seconds=s.heartbeat_seconds, stale_after_seconds=s.stale_after_seconds)
 
     def close(self) -> None:

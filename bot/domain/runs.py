@@ -71,6 +71,37 @@ def can_transition(src: RunState, dst: RunState) -> bool:
     return dst in TRANSITIONS.get(src, frozenset())
 
 
+class RunEvent(enum.StrEnum):
+    """What RunService tells its listeners after a change of a run committed (bot.ports.RunEvents)."""
+
+    REQUESTED = "requested"  # a new run (pending approval, or queued when it needs none)
+    APPROVED = "approved"  # one approval recorded; more are needed
+    QUEUED = "queued"  # the last approval needed (or none needed): waiting for a worker
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCEL_REQUESTED = "cancel_requested"  # cancel asked of a running run: its worker ends it
+    STARTED = "started"  # a worker claimed it
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @classmethod
+    def entering(cls, state: RunState) -> RunEvent:
+        """The event of a run that reached `state` (pending_approval: requested, running: started)."""
+        return cls(ACTION_FOR_STATE[state])
+
+    @property
+    def ended(self) -> bool:
+        """The run finished after it was queued: it has an outcome to report (not denied or expired)."""
+        return self in ENDED_EVENTS
+
+
+ENDED_EVENTS = frozenset({RunEvent.SUCCEEDED, RunEvent.FAILED, RunEvent.TIMED_OUT, RunEvent.CANCELLED,
+                          RunEvent.INTERRUPTED})
+
+
 @dataclass(frozen=True)
 class Approval:
     approver: str
@@ -115,3 +146,23 @@ class Run:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to insert (bot.ports.RunTransaction.insert): `params` are protected (secret values as HMACs)."""
+
+    runbook: str
+    state: RunState  # pending_approval, or queued when no approval is needed
+    params: dict[str, Any]
+    requested_by: str
+    reason: str
+    source: str
+    plan: dict[str, Any]
+    plan_hash: str
+    lock_key: str | None
+    approvals_required: int
+    ttl_seconds: int
+    notify: dict[str, Any]
+    secret_blob: bytes | None = None  # the secret values, sealed (bot.storage.keys.Keys.seal)
+    schedule_key: str | None = None

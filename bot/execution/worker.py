@@ -14,13 +14,12 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bot.domain.ids import RunId
 from bot.domain.runs import Run
 from bot.execution.runner import StopCheck, StopRequest
-from bot.storage import runs as repo
-from bot.storage.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,14 @@ class Executor(Protocol):
 
     def expire_overdue(self) -> list[Run]: ...
 
+    def heartbeat(self, run_ids: Sequence[int]) -> dict[int, bool]: ...  # run id -> cancel requested
+
 
 class _Tracker:
     """Heartbeats the runs this pool executes and relays cancel requests to ansible-runner."""
 
-    def __init__(self, db: Database, interval: float) -> None:
-        self.db, self.interval = db, interval
+    def __init__(self, heartbeat: Callable[[Sequence[int]], dict[int, bool]], interval: float) -> None:
+        self.heartbeat, self.interval = heartbeat, interval
         self._active: set[int] = set()
         self._cancel: set[int] = set()
         self._lock = threading.Lock()
@@ -77,8 +78,7 @@ class _Tracker:
             ids = sorted(self._active)
         if not ids:
             return
-        with self.db.transaction() as conn:
-            flags = repo.heartbeat(conn, ids)
+        flags = self.heartbeat(ids)
         with self._lock:
             self._cancel.update(i for i, wanted in flags.items() if wanted and i in self._active)
 
@@ -91,12 +91,12 @@ class _Tracker:
 
 
 class WorkerPool:
-    def __init__(self, executor: Executor, db: Database, *, size: int = 2, poll_seconds: float = 0.5,
+    def __init__(self, executor: Executor, *, size: int = 2, poll_seconds: float = 0.5,
                  heartbeat_seconds: float = 2.0, stale_after_seconds: float = 30.0, name: str | None = None) -> None:
-        self.executor, self.db = executor, db
+        self.executor = executor
         self.size, self.poll_seconds, self.stale_after = size, poll_seconds, stale_after_seconds
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.tracker = _Tracker(db, heartbeat_seconds)
+        self.tracker = _Tracker(executor.heartbeat, heartbeat_seconds)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy = 0

@@ -1,7 +1,7 @@
 """APScheduler 3 jobs that call the spine: scheduled runbooks, approval expiry, drill staleness.
 
-Every replica may run the scheduler. A scheduled fire becomes a run only for the replica that inserts
-the (job, fire time) row into `schedule_fires` first: a unique key in PostgreSQL, not luck.
+Every replica may run the scheduler. A scheduled fire becomes a run only for the replica that claims the
+(job, fire time) first (RunService.claim_schedule_fire: a unique key in the run store, not luck).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from bot.domain.ids import OperatorName
 from bot.domain.policy import Operator
 from bot.errors import RunbookBotError
 from bot.scheduler.drills import new_stale_alerts, staleness_metrics
-from bot.storage import audit
 
 if TYPE_CHECKING:
     from bot.spine import Spine
@@ -43,12 +42,7 @@ def latest_fire_time(cron: str, now: datetime) -> datetime:
 def fire_scheduled(ctx: Spine, runbook_name: str, fire_time: datetime) -> int | None:
     """Request the scheduled run for this fire time unless another replica already did; returns the run id."""
     job_id = f"runbook:{runbook_name}"
-    with ctx.db.transaction() as conn:
-        row = conn.execute(
-            "INSERT INTO schedule_fires (job_id, fire_time) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING job_id",
-            (job_id, fire_time),
-        ).fetchone()
-    if row is None:
+    if not ctx.service.claim_schedule_fire(job_id, fire_time):
         log.info("%s at %s was already fired by another replica", job_id, fire_time.isoformat())
         return None
     key = f"{runbook_name}@{fire_time.isoformat()}"
@@ -56,14 +50,11 @@ def fire_scheduled(ctx: Spine, runbook_name: str, fire_time: datetime) -> int | 
         res = ctx.service.request(runbook_name, {}, SCHEDULER, reason=f"scheduled ({fire_time.isoformat()})",
                                   source="scheduler", schedule_key=key, preapproved=True)
     except RunbookBotError as e:
-        with ctx.db.transaction() as conn:
-            audit.append(conn, actor=SCHEDULER.name, action="schedule_refused", run_id=None,
-                         body={"runbook": runbook_name, "fire_time": fire_time.isoformat(), "error": str(e)})
+        ctx.service.record_event(SCHEDULER.name, "schedule_refused",
+                                 {"runbook": runbook_name, "fire_time": fire_time.isoformat(), "error": str(e)})
         log.warning("scheduled %s not started: %s", runbook_name, e)
         return None
-    with ctx.db.transaction() as conn:
-        conn.execute("UPDATE schedule_fires SET run_id = %s WHERE job_id = %s AND fire_time = %s",
-                     (res.run.id, job_id, fire_time))
+    ctx.service.link_schedule_fire(job_id, fire_time, res.run.id)
     return res.run.id
 
 

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 from bot.domain.durations import format_duration
 from bot.domain.runs import Run, RunState
 from bot.domain.text import visible
-from bot.storage import audit
-from bot.storage import runs as repo
 
 if TYPE_CHECKING:
     from bot.spine import Spine
@@ -68,9 +66,7 @@ def _drill(run: Run) -> Drill:
 
 
 def drill_history(ctx: Spine, runbook: str | None = None, limit: int = 200) -> list[Drill]:
-    with ctx.db.transaction() as conn:
-        runs = repo.runs_with_result_key(conn, "rto_seconds", runbook=runbook, limit=limit)
-    return [_drill(r) for r in runs]
+    return [_drill(r) for r in ctx.service.runs_with_result("rto_seconds", runbook=runbook, limit=limit)]
 
 
 @dataclass(frozen=True)
@@ -123,18 +119,9 @@ def new_stale_alerts(ctx: Spine, actor: str = "scheduler") -> list[str]:
     for s in drill_staleness(ctx):
         if not s.alert:
             continue
-        with ctx.db.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{STALE_ALERTED}:{s.runbook}",))
-            seen = conn.execute(
-                "SELECT 1 FROM audit_events WHERE action = %s AND body->>'runbook' = %s"
-                " AND body->>'last_success' = %s LIMIT 1", (STALE_ALERTED, s.runbook, _episode(s)),
-            ).fetchone()
-            if seen is not None:
-                continue
-            audit.append(conn, actor=actor, action=STALE_ALERTED, run_id=None, body={
-                "runbook": s.runbook, "last_success": _episode(s), "max_age_seconds": s.max_age_seconds,
-            })
-        fresh.append(s.alert)
+        body = {"runbook": s.runbook, "last_success": _episode(s), "max_age_seconds": s.max_age_seconds}
+        if ctx.service.record_event_once(actor, STALE_ALERTED, body, match=("runbook", "last_success")):
+            fresh.append(s.alert)
     return fresh
 
 

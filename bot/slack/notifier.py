@@ -25,17 +25,16 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.policy import Directory
-from bot.domain.runs import Run, RunState
+from bot.domain.runs import Run, RunEvent, RunState
 from bot.errors import RunbookBotError
 from bot.execution.runner import Progress
 from bot.service import RunService
 from bot.slack import blocks
-from bot.storage import runs as repo
 
 log = logging.getLogger(__name__)
 
-CARD_EVENTS = frozenset({"approved", "queued", "denied", "expired", "cancelled", "cancel_requested"})
-FINAL_EVENTS = frozenset(s.value for s in RunState if s.terminal) - {"denied", "expired"}
+CARD_EVENTS = frozenset({RunEvent.APPROVED, RunEvent.QUEUED, RunEvent.DENIED, RunEvent.EXPIRED,
+                         RunEvent.CANCELLED, RunEvent.CANCEL_REQUESTED, RunEvent.STARTED})
 
 
 def mentioner(directory: Directory) -> Callable[[str], str]:
@@ -72,11 +71,10 @@ class Notifier:
 
     # ------------------------------------------------------------- subscription (any thread)
     def subscribe(self) -> None:
-        self.service.run_listeners.append(self.on_run)
-        self.service.progress_listeners.append(self.on_progress)
+        self.service.subscribe(self)
         self._thread.start()
 
-    def on_run(self, run: Run, event: str) -> None:
+    def on_run(self, run: Run, event: RunEvent) -> None:
         self._queue.put(("run", run, event))
 
     def on_progress(self, run: Run, progress: Progress) -> None:
@@ -87,10 +85,7 @@ class Notifier:
         self._queue.put(("alert", None, text))
 
     def stop(self, timeout: float = 5.0) -> None:
-        for listeners, fn in ((self.service.run_listeners, self.on_run),
-                              (self.service.progress_listeners, self.on_progress)):
-            if fn in listeners:
-                listeners.remove(fn)  # type: ignore[arg-type]
+        self.service.unsubscribe(self)
         self._queue.put(None)
         self._thread.join(timeout)
 
@@ -132,19 +127,19 @@ class Notifier:
         except RunbookBotError:
             return run
 
-    def _handle_run(self, run: Run, event: str) -> None:
-        if event == "requested":
+    def _handle_run(self, run: Run, event: RunEvent) -> None:
+        if event is RunEvent.REQUESTED:
             self._post_card(run)
             return
         run = self._fresh(run)
         card = self._card(run)
         if card is None:
             return
-        if event in CARD_EVENTS or event == "started" or event in FINAL_EVENTS:
+        if event in CARD_EVENTS or event.ended:
             self._update_card(run, card)
-        if event == "started":
+        if event is RunEvent.STARTED:
             self._start_progress(run, card)
-        elif event in FINAL_EVENTS:
+        elif event.ended:
             self._finish(run, card)
 
     def adopt(self) -> None:
@@ -161,24 +156,20 @@ class Notifier:
             unannounced = not notify.get("card") and not notify.get("card_claim")
             if unannounced and (run.state is RunState.PENDING_APPROVAL or run.source == "scheduler"):
                 # Scheduled runs (often fired by a standalone `runbook-bot scheduler`) are reported too.
-                self.on_run(run, "requested")
+                self.on_run(run, RunEvent.REQUESTED)
             elif not notify.get("card"):
                 continue
             elif run.state is RunState.RUNNING and not notify.get("progress_claim"):
-                self.on_run(run, "started")
-            elif run.state.value in FINAL_EVENTS and not notify.get("result_claim"):
-                self.on_run(run, run.state.value)
-            elif run.state is not RunState.PENDING_APPROVAL and notify.get("shown") != run.state.value:
-                self.on_run(run, run.state.value)
+                self.on_run(run, RunEvent.STARTED)
+            elif RunEvent.entering(run.state).ended and not notify.get("result_claim"):
+                self.on_run(run, RunEvent.entering(run.state))
+            elif (run.state not in (RunState.PENDING_APPROVAL, RunState.RUNNING)
+                  and notify.get("shown") != run.state.value):
+                self.on_run(run, RunEvent.entering(run.state))
 
     def _claim(self, run_id: int, key: str, *also: str) -> Run | None:
         """Mark `key` in the run's notify under its row lock; None when it (or any of `also`) is already set."""
-        with self.service.db.transaction() as conn:
-            current = repo.get_run(conn, run_id, for_update=True)
-            if any(current.notify.get(k) for k in (key, *also)):
-                return None
-            repo.set_notify(conn, run_id, {key: self.name})
-        return current
+        return self.service.claim_notify(run_id, key, *also, claimant=self.name)
 
     def _claim_card(self, run_id: int) -> Run | None:
         """Exactly one process posts a run's card: the first to mark it in the row."""
@@ -201,13 +192,11 @@ class Notifier:
             resp = self.client.chat_postMessage(channel=channel, text=msg.text, blocks=msg.blocks,
                                                 unfurl_links=False, unfurl_media=False)
         except Exception:
-            with self.service.db.transaction() as conn:
-                repo.set_notify(conn, run.id, {"card_claim": None})  # let a later attempt (adopt) retry
+            self.service.set_notify(run.id, {"card_claim": None})  # let a later attempt (adopt) retry
             raise
         ts, channel = str(resp["ts"]), str(resp.get("channel") or channel)
         self._live[run.id] = _Live(channel, ts)
-        with self.service.db.transaction() as conn:
-            repo.set_notify(conn, run.id, {"card": {"channel": channel, "ts": ts}})
+        self.service.set_notify(run.id, {"card": {"channel": channel, "ts": ts}})
         origin = run.notify
         if origin.get("channel") and origin.get("user") and origin.get("channel") != channel:
             link = f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
@@ -230,8 +219,7 @@ class Notifier:
         msg = blocks.approval_card(run, self._runbook(run), self.mention)
         self.client.chat_update(channel=card[0], ts=card[1], text=msg.text, blocks=msg.blocks)
         if run.notify.get("shown") != run.state.value:
-            with self.service.db.transaction() as conn:
-                repo.set_notify(conn, run.id, {"shown": run.state.value})
+            self.service.set_notify(run.id, {"shown": run.state.value})
 
     def _start_progress(self, run: Run, card: tuple[str, str]) -> None:
         if self._claim(run.id, "progress_claim") is None:
@@ -241,8 +229,7 @@ class Notifier:
         resp = self.client.chat_postMessage(channel=card[0], thread_ts=card[1], text=msg.text, blocks=msg.blocks)
         live.progress_ts = str(resp["ts"])
         live.last_sent = time.monotonic()
-        with self.service.db.transaction() as conn:
-            repo.set_notify(conn, run.id, {"progress_ts": live.progress_ts})
+        self.service.set_notify(run.id, {"progress_ts": live.progress_ts})
 
     def _handle_progress(self, run: Run, progress: Progress) -> None:
         live = self._live.get(run.id)

@@ -23,7 +23,6 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -31,8 +30,7 @@ from psycopg.types.json import Jsonb
 
 from bot.storage.anchors import AnchorRead
 from bot.storage.database import Conn, Database
-
-GENESIS = "0" * 64
+from bot.storage.trail import GENESIS, AuditEvent
 
 
 def _document_sql(at: str, run_id: str, actor: str, action: str, body: str) -> str:
@@ -78,18 +76,6 @@ def _normalize(value: Any) -> Any:
 
 def chain_hash(prev_hash: str, document: str) -> str:
     return hashlib.sha256((prev_hash + document).encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    seq: int
-    at: datetime
-    run_id: int | None
-    actor: str
-    action: str
-    body: dict[str, Any]
-    prev_hash: str
-    hash: str
 
 
 def append(conn: Conn, *, actor: str, action: str, run_id: int | None, body: dict[str, Any]) -> AuditEvent:
@@ -260,3 +246,19 @@ def events_for_run(conn: Conn, run_id: int) -> list[AuditEvent]:
         " WHERE run_id = %s ORDER BY seq", (run_id,),
     ).fetchall()
     return [AuditEvent(**r) for r in rows]
+
+
+def append_once(conn: Conn, *, actor: str, action: str, body: dict[str, Any], match: Sequence[str]) -> bool:
+    """Append unless an event with `action` and the same `match` fields of `body` exists; True when appended.
+    Concurrent callers for the same action and fields are serialized (an advisory lock on them)."""
+    key = json.dumps([action, *(str(body.get(k)) for k in match)])
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+    where = "".join(" AND body->>%s = %s" for _ in match)
+    args: list[Any] = [action]
+    for k in match:
+        args += [k, str(body.get(k))]
+    seen = conn.execute(f"SELECT 1 FROM audit_events WHERE action = %s{where} LIMIT 1", args).fetchone()
+    if seen is not None:
+        return False
+    append(conn, actor=actor, action=action, run_id=None, body=body)
+    return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -11,12 +10,11 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from bot.domain.ids import RunId
-from bot.domain.policy import ApprovalRecord, RecordedApproval
+from bot.domain.policy import ApprovalRecord
 from bot.domain.runs import ACTION_FOR_STATE, Approval, Run, RunState, can_transition
 from bot.errors import LockHeld, RunNotFound, RunStateError
-from bot.storage import audit
+from bot.storage import audit, trail
 from bot.storage.database import Conn
-from bot.storage.keys import event_mac
 
 _COLUMNS = (
     "id, runbook, state, params, requested_by, reason, source, plan, plan_hash, lock_key, approvals_required,"
@@ -63,27 +61,27 @@ def insert_run(conn: Conn, *, runbook: str, state: RunState, params: dict[str, A
             ).fetchone()
     except psycopg.errors.UniqueViolation as e:
         if lock_key is not None and "runs_active_lock" in str(e):
-            holder = conn.execute(
-                "SELECT id FROM runs WHERE lock_key = %s AND state IN ('pending_approval','queued','running')",
-                (lock_key,),
-            ).fetchone()
-            raise LockHeld(lock_key, int(holder["id"]) if holder else -1) from None
+            holder = lock_holder(conn, lock_key)
+            raise LockHeld(lock_key, holder if holder is not None else -1) from None
         raise
     assert row is not None
     run_id = RunId(row["id"])
     if secret_blob is not None:
         conn.execute("INSERT INTO run_secrets (run_id, ciphertext) VALUES (%s, %s)", (run_id, secret_blob))
-    body = {"runbook": runbook, "params": params, "reason": reason, "source": source, "plan_hash": plan_hash,
-            "lock": lock_key, "approvals_required": approvals_required}
-    if schedule_key is not None:
-        body["schedule_key"] = schedule_key
-    if event_key is not None:
-        body["mac"] = event_mac(event_key, "requested", run_id, requested_by, plan_hash, source, schedule_key)
-    events: list[tuple[str, str, int | None, dict[str, Any]]] = [(requested_by, "requested", run_id, body)]
-    if state is RunState.QUEUED:
-        events.append((requested_by, "queued", run_id, {"outcome": "queued", "why": "no approval required"}))
-    audit.append_many(conn, events)
+    audit.append_many(conn, trail.requested_events(
+        run_id, runbook=runbook, state=state, params=params, requested_by=requested_by, reason=reason,
+        source=source, plan_hash=plan_hash, lock_key=lock_key, approvals_required=approvals_required,
+        schedule_key=schedule_key, event_key=event_key))
     return run_id
+
+
+def lock_holder(conn: Conn, lock_key: str) -> RunId | None:
+    """The active run holding `lock_key`, if any."""
+    row = conn.execute(
+        "SELECT id FROM runs WHERE lock_key = %s AND state IN ('pending_approval','queued','running')",
+        (lock_key,),
+    ).fetchone()
+    return RunId(row["id"]) if row is not None else None
 
 
 def get_run(conn: Conn, run_id: int, *, for_update: bool = False) -> Run:
@@ -153,10 +151,8 @@ def transition(conn: Conn, run: Run, dst: RunState, *, actor: str, body: dict[st
         raise RunStateError(f"run {run.id} is now {current.state.value}; it cannot become {dst.value}")
     if dst.terminal:
         conn.execute("DELETE FROM run_secrets WHERE run_id = %s", (run.id,))
-    event = {"from": run.state.value, "to": dst.value, **(body or {})}
-    if error:
-        event["error"] = error
-    audit.append(conn, actor=actor, action=ACTION_FOR_STATE[dst], run_id=run.id, body=event)
+    audit.append(conn, actor=actor, action=ACTION_FOR_STATE[dst], run_id=run.id,
+                 body=trail.transition_body(run.state, dst, body, error))
     return _run(row, run.approvals, cancelled_by(conn, run.id) if dst is RunState.CANCELLED else None)
 
 
@@ -167,10 +163,8 @@ def record_decision(conn: Conn, run: Run, approver: str, decision: str, comment:
         (run.id, approver, decision, comment),
     )
     if decision == "approve":
-        body = {"comment": comment, "plan_hash": run.plan_hash}
-        if event_key is not None:
-            body["mac"] = event_mac(event_key, "approved", run.id, approver, run.plan_hash)
-        audit.append(conn, actor=approver, action="approved", run_id=run.id, body=body)
+        audit.append(conn, actor=approver, action="approved", run_id=run.id,
+                     body=trail.approved_body(run.id, run.plan_hash, approver, comment, event_key))
 
 
 def approval_record(conn: Conn, run: Run, event_key: bytes) -> ApprovalRecord:
@@ -180,33 +174,10 @@ def approval_record(conn: Conn, run: Run, event_key: bytes) -> ApprovalRecord:
                        (run.id,)).fetchone()
     if row is None:
         raise RunNotFound(f"no run {run.id}")
-    decisions = approvals_for(conn, run.id)
-    events = audit.events_for_run(conn, run.id)
-    requested = next((e for e in events if e.action == "requested"), None)
-    req_body = requested.body if requested is not None else {}
-    key = row["schedule_key"]
-    by_scheduler = (requested is not None and req_body.get("source") == "scheduler"
-                    and req_body.get("schedule_key") == key)
-
-    def mac_ok(given: Any, action: str, *fields: object) -> bool:
-        return isinstance(given, str) and hmac.compare_digest(given, event_mac(event_key, action, run.id, *fields))
-
-    return ApprovalRecord(
-        requester=requested.actor if requested is not None else None,
-        requested_at=requested.at if requested is not None else None,
-        requested_plan_hash=str(req_body.get("plan_hash")) if requested is not None else None,
-        requested_by_scheduler=by_scheduler,
-        requested_mac_ok=requested is not None and mac_ok(
-            req_body.get("mac"), "requested", requested.actor, req_body.get("plan_hash"), req_body.get("source"),
-            req_body.get("schedule_key")),
-        row_requester=row["requested_by"], row_plan_hash=row["plan_hash"],
-        row_scheduled=key is not None and row["source"] == "scheduler",
-        table_approvers=frozenset(a.approver for a in decisions if a.decision == "approve"),
-        audited=tuple(RecordedApproval(e.actor, str(e.body.get("plan_hash", "")), e.at,
-                                       mac_ok(e.body.get("mac"), "approved", e.actor, e.body.get("plan_hash")))
-                      for e in events if e.action == "approved"),
-        denied=any(a.decision == "deny" for a in decisions) or any(e.action == "denied" for e in events),
-    )
+    return trail.approval_record(
+        run.id, row_requester=row["requested_by"], row_plan_hash=row["plan_hash"], row_source=row["source"],
+        row_schedule_key=row["schedule_key"], decisions=approvals_for(conn, run.id),
+        events=audit.events_for_run(conn, run.id), event_key=event_key)
 
 
 def secret_blob(conn: Conn, run_id: int) -> bytes | None:
@@ -318,3 +289,17 @@ def runs_with_result_key(conn: Conn, key: str, *, runbook: str | None = None, li
     args: tuple[Any, ...] = (key, runbook) if runbook else (key,)
     rows = conn.execute(sql + " ORDER BY id DESC LIMIT %s", (*args, limit)).fetchall()
     return [_run(r) for r in rows]
+
+
+def claim_schedule_fire(conn: Conn, job_id: str, fire_time: datetime) -> bool:
+    """True for the first to insert this (job, fire time): a unique key, so one replica wins."""
+    row = conn.execute(
+        "INSERT INTO schedule_fires (job_id, fire_time) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING job_id",
+        (job_id, fire_time),
+    ).fetchone()
+    return row is not None
+
+
+def set_schedule_fire_run(conn: Conn, job_id: str, fire_time: datetime, run_id: int) -> None:
+    conn.execute("UPDATE schedule_fires SET run_id = %s WHERE job_id = %s AND fire_time = %s",
+                 (run_id, job_id, fire_time))

@@ -212,7 +212,7 @@ def test_a_stale_run_whose_worker_is_alive_here_is_left_alone(
     """Missed heartbeats alone do not make a run lost: while its worker process lives, the sweeper of
     its own host neither ends its processes nor marks it interrupted."""
     res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
-    pool = WorkerPool(ctx.service, ctx.db, size=1, poll_seconds=0.2, heartbeat_seconds=3600)
+    pool = WorkerPool(ctx.service, size=1, poll_seconds=0.2, heartbeat_seconds=3600)
     pool.start()
     try:
         pid = _sleep_pid(spine_env, res.run.id)
