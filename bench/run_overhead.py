@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from _common import ROOT, median, start_postgres, timed, verdict
 
-from bot.app import build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.service import LocalTracker
@@ -39,7 +39,7 @@ def main() -> int:
             "RUNBOOK_BOT_INVENTORY": str(ROOT / "inventory" / "local"),
         }
         os.environ.update(env)
-        ctx = build(Settings.from_env(env))
+        ctx = build_cli(Settings.from_env(env))
         alice = ctx.service.directory.operator("alice")
         bob = ctx.service.directory.operator("bob")
         cmd = ["ansible-playbook", "-i", str(ROOT / "inventory" / "local"), str(HERE / "playbooks" / "noop.yml"),

@@ -17,19 +17,23 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from bot import console
-from bot.app import Context, build
+from bot.composition import WorkerProcess, build_cli, build_scheduler, build_serve, build_worker
+from bot.config import Settings
 from bot.domain.ids import RunId, parse_run_id
 from bot.domain.params import parse_assignments, validate_params
-from bot.domain.policy import Operator, check_quorum_reachable, check_request
+from bot.domain.policy import Operator, check_quorum_reachable, check_request, groups_named
 from bot.domain.runs import RunState
 from bot.domain.text import check_free_text, visible
-from bot.errors import RunbookBotError
+from bot.errors import CatalogError, ConfigError, RunbookBotError
 from bot.execution.runner import PROGRESS_FILE
+from bot.spine import Spine
 from bot.storage import audit
-from bot.views import approval_status, params_text, run_json, run_text, runbook_json, runbook_text
+from bot.text_views import approval_status, params_text, run_json, run_text, runbook_json, runbook_text
+
+if TYPE_CHECKING:
+    from bot.server import ServeProcess
 
 log = logging.getLogger("runbook-bot")
 MAX_LIMIT = 1000
@@ -148,34 +152,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _init_needs() -> tuple[list[str], int]:
-    """(groups the catalog's policies name, approvers needed besides the requester) for `init`;
-    the shipped catalog's groups and two approvers when the catalog cannot be read."""
+def _init_needs(settings: Settings) -> tuple[list[str], int]:
+    """(groups the catalog's approvers and requesters name, approvers needed besides the requester) for
+    `init`. CatalogError when the catalog cannot be read: the file would name the wrong groups."""
     from bot.catalog_files import load_catalog
-    from bot.config import Settings
 
-    settings = Settings.from_env()
     try:
         catalog = load_catalog(settings.runbooks_dir, settings.playbooks_dir)
-    except (RunbookBotError, OSError):
-        return ["sre", "dba", "security"], 2
-    groups = sorted({p[len("group:"):] for rb in catalog for p in (*rb.approval.approvers, *rb.approval.requesters)
-                     if p.startswith("group:")})
+    except CatalogError as e:
+        where = f" ({settings.project_search})" if settings.project_search else ""
+        raise ConfigError(f"{e}{where}: `init` names the groups the runbooks use, so it reads them first: run "
+                          "from the project directory or set RUNBOOK_BOT_RUNBOOKS; nothing was written") from None
     need = max((rb.approval.required for rb in catalog if not rb.approval.allow_self), default=1)
-    return groups or ["sre"], max(need, 1)
+    return groups_named(catalog), max(need, 1)
 
 
-def _cmd_init(force: bool, out: TextIO) -> int:
+def _cmd_init(settings: Settings, force: bool, out: TextIO) -> int:
     """A starter operators file: you in every group the catalog names, and enough placeholder colleagues
     that every runbook's approval count can be reached by people other than the requester."""
-    from bot.config import Settings
-
-    path = Settings.from_env().config_file
+    path = settings.config_file
     if path.exists() and not force:
         out.write(f"{path} exists; leaving it alone (use --force to overwrite)\n")
         return 0
     me = getpass.getuser()
-    groups, need = _init_needs()
+    groups, need = _init_needs(settings)
     ordinals = ("second", "third", "fourth", "fifth", "sixth")  # the README's tour uses second-approver
     others = [f"{ordinals[i]}-approver" if i < len(ordinals) else f"approver-{i + 2}" for i in range(need)]
     members = ", ".join([me, *others])
@@ -186,21 +186,19 @@ def _cmd_init(force: bool, out: TextIO) -> int:
         + "".join(f"  {o}: {{}}  # a placeholder: rename to a colleague's login name\n" for o in others)
         + f"# Approvals need people other than the requester: {need} placeholder(s), because a runbook needs "
         f"{need} approval(s).\n"
-        "groups:\n"
-        + "".join(f"  {g}: [{members}]\n" for g in groups)
+        + ("groups:\n" + "".join(f"  {g}: [{members}]\n" for g in groups) if groups else "groups: {}\n")
         + "channels: {}          # approvals: C0..., drills: C0... (Slack channel ids)\n"
     )
-    out.write(f"wrote {path} with you ({me}) as an operator in groups {', '.join(groups)}, and {need} placeholder "
+    where = f"in groups {', '.join(groups)}" if groups else "(the runbooks name no groups)"
+    out.write(f"wrote {path} with you ({me}) as an operator {where}, and {need} placeholder "
               f"approver(s) ({', '.join(others)}): rename them to your colleagues\n")
     return 0
 
 
-def _cmd_db(verb: str, out: TextIO) -> int:
+def _cmd_db(settings: Settings, verb: str, out: TextIO) -> int:
     """The embedded PostgreSQL: status / start / stop, without loading the catalog."""
-    from bot.config import Settings
     from bot.storage.database import embedded_database_url, embedded_status, redact_url, stop_embedded
 
-    settings = Settings.from_env()
     if settings.database_url:
         out.write(f"DATABASE_URL is set ({redact_url(settings.database_url)}): the embedded database is not used\n")
         return 0
@@ -225,16 +223,16 @@ def _cmd_db(verb: str, out: TextIO) -> int:
     return 0
 
 
-def _me(ctx: Context) -> Operator:
-    return ctx.service.directory.operator(getpass.getuser())
+def _me(spine: Spine) -> Operator:
+    return spine.service.directory.operator(getpass.getuser())
 
 
 def _print_json(value: Any, out: TextIO) -> None:
     out.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _cmd_runbooks(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    books = list(ctx.service.catalog) if args.all else ctx.service.requestable(_me(ctx))
+def _cmd_runbooks(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
+    books = list(spine.service.catalog) if args.all else spine.service.requestable(_me(spine))
     if args.json:
         _print_json([runbook_json(rb) for rb in books], out)
         return 0
@@ -247,8 +245,8 @@ def _cmd_runbooks(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_show(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    rb = ctx.service.runbook(args.name)
+def _cmd_show(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
+    rb = spine.service.runbook(args.name)
     if args.json:
         _print_json({**runbook_json(rb), "guide": rb.guide}, out)
         return 0
@@ -256,18 +254,18 @@ def _cmd_show(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_request(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    me = _me(ctx)
+def _cmd_request(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
+    me = _me(spine)
     check_free_text("reason", args.reason)
     raw = parse_assignments(args.params)
-    rb = ctx.service.runbook(args.name)
+    rb = spine.service.runbook(args.name)
     # Everything that can be refused without the plan is checked before the (slow) check mode starts.
-    check_request(ctx.service.directory, rb, me, ctx.service.slack_groups)
-    check_quorum_reachable(ctx.service.directory, rb, me)
+    check_request(spine.service.directory, rb, me, spine.service.slack_groups)
+    check_quorum_reachable(spine.service.directory, rb, me)
     validate_params(rb, raw)
     if rb.check_mode:
         sys.stderr.write(f"computing the plan for {rb.name} (check mode)...\n")
-    res = ctx.service.request(args.name, raw, me, reason=args.reason, source="cli")
+    res = spine.service.request(args.name, raw, me, reason=args.reason, source="cli")
     run = res.run
     if args.json:
         _print_json(run_json(run), out)
@@ -288,28 +286,28 @@ def _cmd_request(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_decide(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    me = _me(ctx)
+def _cmd_decide(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
+    me = _me(spine)
     if args.verb == "approve":
-        run = ctx.service.approve(args.run_id, me, args.comment)
+        run = spine.service.approve(args.run_id, me, args.comment)
         state = "queued: a worker will run it" if run.state is RunState.QUEUED else approval_status(run)
         out.write(f"run {run.id} approved by {me.name}; {state}\n")
     else:
-        run = ctx.service.deny(args.run_id, me, args.comment)
+        run = spine.service.deny(args.run_id, me, args.comment)
         out.write(f"run {run.id} denied by {me.name}\n")
     return 0
 
 
-def _follow(ctx: Context, run_id: int, out: TextIO, poll: float = 1.0) -> int:
+def _follow(spine: Spine, run_id: int, out: TextIO, poll: float = 1.0) -> int:
     """Follow a run executed by any worker: state changes from the database, task lines from its
     artifacts when the worker shares this machine's RUNBOOK_BOT_HOME."""
     import time
 
-    run_dir = ctx.settings.artifacts_dir / str(run_id)
+    run_dir = spine.settings.artifacts_dir / str(run_id)
     progress, stdout = run_dir / PROGRESS_FILE, run_dir / "stdout.txt"
     state, offset = None, 0
     while True:
-        run = ctx.service.get(run_id)
+        run = spine.service.get(run_id)
         if run.state is not state:
             state = run.state
             out.write(f"[run {run.id}] {state.value}" + (f" ({approval_status(run)})" if not state.terminal else "")
@@ -331,27 +329,27 @@ def _follow(ctx: Context, run_id: int, out: TextIO, poll: float = 1.0) -> int:
         time.sleep(poll)
 
 
-def _cmd_status(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_status(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
     if args.follow:
-        return _follow(ctx, args.run_id, out)
-    run = ctx.service.get(args.run_id)
+        return _follow(spine, args.run_id, out)
+    run = spine.service.get(args.run_id)
     if args.json:
         _print_json(run_json(run), out)
     else:
         out.write("\n".join(run_text(run)) + "\n")
     if args.output:
-        stdout = ctx.settings.artifacts_dir / str(run.id) / "stdout.txt"
+        stdout = spine.settings.artifacts_dir / str(run.id) / "stdout.txt"
         if not stdout.exists():
-            sys.stderr.write(f"no output for run {run.id} under {ctx.settings.artifacts_dir} (it ran on another "
+            sys.stderr.write(f"no output for run {run.id} under {spine.settings.artifacts_dir} (it ran on another "
                              "host, or has not started)\n")
             return 1
         out.write(stdout.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 
-def _cmd_runs(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_runs(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
     states = [RunState(s) for s in args.state] if args.state else None
-    runs = ctx.service.runs(limit=args.limit, runbook=args.runbook, states=states)
+    runs = spine.service.runs(limit=args.limit, runbook=args.runbook, states=states)
     if args.json:
         _print_json([run_json(r) for r in runs], out)
         return 0
@@ -365,8 +363,8 @@ def _cmd_runs(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_cancel(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    run = ctx.service.cancel(args.run_id, _me(ctx))
+def _cmd_cancel(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
+    run = spine.service.cancel(args.run_id, _me(spine))
     if run.state is RunState.RUNNING:
         out.write(f"run {run.id}: cancel requested; the worker stops the playbook within seconds\n")
     else:
@@ -374,28 +372,42 @@ def _cmd_cancel(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    console.attach(ctx.service, out)
-    pool = ctx.worker_pool(args.concurrency)
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        sys.stderr.write(f"runbook-bot: warning: {warning}\n")
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    worker = build_worker(settings, concurrency=args.concurrency, out=out)
+    try:
+        _warn(worker.spine.warnings)
+        return _work(worker, args.once, out)
+    finally:
+        worker.close()
+
+
+def _work(worker: WorkerProcess, once: bool, out: TextIO) -> int:
+    """Drain the queue (`once`), or execute queued runs until SIGTERM/SIGINT."""
+    pool, settings = worker.pool, worker.spine.settings
     stop = threading.Event()
     stopped_by: list[str] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         stopped_by.append(signal.Signals(signum).name)
         stop.set()
-        if args.once:
+        if once:
             pool.interrupt(f"worker stopped by {stopped_by[0]}")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    if args.once:
+    if once:
         finished = pool.run_once()
         out.write(f"worker: {len(finished)} run(s) finished\n")
         return 0
     pool.start()
     out.write(f"worker {pool.name}: {pool.size} slot(s), waiting for queued runs (Ctrl-C to stop)\n")
     out.flush()
-    while not stop.wait(max(ctx.settings.stale_after_seconds / 2, 1.0)):
+    while not stop.wait(max(settings.stale_after_seconds / 2, 1.0)):
         try:
             pool.housekeeping()
         except RunbookBotError as e:
@@ -404,11 +416,11 @@ def _cmd_worker(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_audit(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_audit(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
     if args.audit_verb == "verify":
-        anchors = ctx.service.anchors.read_all() if ctx.service.anchors is not None else []  # before the scan
-        res = audit.verify(ctx.db, anchors)
-        warnings = [*ctx.warnings, *res.warnings]
+        anchors = spine.service.anchors.read_all() if spine.service.anchors is not None else []  # before the scan
+        res = audit.verify(spine.db, anchors)
+        warnings = [*spine.warnings, *res.warnings]
         if args.json:
             _print_json({**res.as_json(), "warnings": warnings}, out)
         else:
@@ -427,7 +439,7 @@ def _cmd_audit(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     try:
         target = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
         try:
-            for line in audit.export(ctx.db):
+            for line in audit.export(spine.db):
                 target.write(line + "\n")
                 n += 1
             target.flush()
@@ -444,29 +456,41 @@ def _cmd_audit(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _cmd_serve(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_serve(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    process = build_serve(settings, http_port=args.http, workers=not args.no_workers,
+                          scheduler=not args.no_scheduler, slack=True, out=out)
+    return _run_server(process, out)
+
+
+def _cmd_scheduler(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    return _run_server(build_scheduler(settings, http_port=args.http, out=out), out)
+
+
+def _run_server(process: ServeProcess, out: TextIO) -> int:
     from bot.server import serve
 
-    return serve(ctx, http_port=args.http, workers=not args.no_workers, scheduler=not args.no_scheduler, out=out)
+    try:
+        _warn(process.spine.warnings)
+        return serve(process, out=out)
+    finally:
+        process.close()
 
 
-def _cmd_scheduler(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    from bot.server import serve
-
-    return serve(ctx, http_port=args.http, workers=False, scheduler=True, slack=False, out=out)
-
-
-def _cmd_drills(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_drills(spine: Spine, args: argparse.Namespace, out: TextIO) -> int:
     from bot.scheduler.drills import drills_command
 
-    return drills_command(ctx, as_json=args.json, chart=args.chart, out=out)
+    return drills_command(spine, as_json=args.json, chart=args.chart, out=out)
 
 
-_COMMANDS: dict[str, Callable[[Context, argparse.Namespace, TextIO], int]] = {
+# One-shot commands: the spine built by build_cli, closed when the command returns.
+_COMMANDS: dict[str, Callable[[Spine, argparse.Namespace, TextIO], int]] = {
     "runbooks": _cmd_runbooks, "show": _cmd_show, "request": _cmd_request, "approve": _cmd_decide,
     "deny": _cmd_decide, "status": _cmd_status, "runs": _cmd_runs, "cancel": _cmd_cancel,
-    "worker": _cmd_worker, "audit": _cmd_audit, "serve": _cmd_serve, "scheduler": _cmd_scheduler,
-    "drills": _cmd_drills,
+    "audit": _cmd_audit, "drills": _cmd_drills,
+}
+# Long-running processes: each built by its own composition root (bot.composition).
+_PROCESSES: dict[str, Callable[[Settings, argparse.Namespace, TextIO], int]] = {
+    "worker": _cmd_worker, "serve": _cmd_serve, "scheduler": _cmd_scheduler,
 }
 
 
@@ -476,23 +500,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # retries are reported once, by us
-    ctx: Context | None = None
+    spine: Spine | None = None
     try:
+        settings = Settings.from_env()
         if args.verb == "init":
-            return _cmd_init(args.force, sys.stdout)
+            return _cmd_init(settings, args.force, sys.stdout)
         if args.verb == "db":
-            return _cmd_db(args.db_verb, sys.stdout)
+            return _cmd_db(settings, args.db_verb, sys.stdout)
         if args.verb == "demo":
             from bot import demo
-            from bot.config import Settings
 
             verbs = {"up": demo.up, "down": demo.down, "status": demo.status}
-            return verbs[args.demo_verb](Settings.from_env().home, sys.stdout)
-        ctx = build()
-        if args.verb in ("serve", "worker", "scheduler"):
-            for warning in ctx.warnings:
-                sys.stderr.write(f"runbook-bot: warning: {warning}\n")
-        return _COMMANDS[args.verb](ctx, args, sys.stdout)
+            return verbs[args.demo_verb](settings.home, sys.stdout)
+        if args.verb in _PROCESSES:
+            return _PROCESSES[args.verb](settings, args, sys.stdout)
+        spine = build_cli(settings)
+        return _COMMANDS[args.verb](spine, args, sys.stdout)
     except RunbookBotError as e:
         sys.stderr.write(f"runbook-bot: error: {e}\n")
         return 2
@@ -504,8 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"runbook-bot: error: {os_error_line(e)}\n")
         return 2
     finally:
-        if ctx is not None:
-            ctx.close()
+        if spine is not None:
+            spine.close()
 
 
 def os_error_line(e: OSError) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from bot.domain.ids import OperatorName
-from bot.domain.policy import Directory, Operator
+from bot.domain.policy import Directory, Operator, slack_group_id
 from bot.errors import ConfigError
 
 
@@ -158,7 +158,7 @@ def parse_directory(data: Any, source: str = "operators file") -> Directory:
     groups = {str(g): _str_list(m, f"groups.{g}") for g, m in (data.get("groups") or {}).items()}
     for g, members in groups.items():
         for m in members:
-            if not m.startswith("slack-group:") and m not in operators:
+            if slack_group_id(m) is None and m not in operators:
                 raise ConfigError(f"{source}: groups.{g} names {m!r}, which is not under operators")
     channels = data.get("channels") or {}
     if not isinstance(channels, dict):

@@ -1,7 +1,7 @@
 """What `worker` and `serve` print on their terminal: one line per run transition, and task progress.
 
-Both attach the same two printers to the service's listeners (`attach`), so `make run` shows what a
-separate `runbook-bot worker` would: `[run 7] requested ...`, `[run 7] started ...`, task lines, the
+bot.composition gives both the same two printers as the service's listeners, so `make run` shows what
+a separate `runbook-bot worker` would: `[run 7] requested ...`, `[run 7] started ...`, task lines, the
 outcome with its summary and error.
 """
 
@@ -13,8 +13,7 @@ from typing import TextIO
 
 from bot.domain.runs import Run, RunEvent
 from bot.execution.runner import Progress
-from bot.service import RunService
-from bot.views import approval_status, params_text
+from bot.text_views import approval_status, params_text
 
 PROGRESS_KINDS = ("task", "changed", "failed", "unreachable", "play")
 
@@ -58,9 +57,3 @@ def result_printer(out: TextIO) -> Callable[[Run, RunEvent], None]:
             out.flush()
 
     return show
-
-
-def attach(service: RunService, out: TextIO) -> None:
-    """Print run transitions and task progress of `service` on `out`."""
-    service.progress_listeners.append(progress_printer(out))
-    service.run_listeners.append(result_printer(out))

@@ -4,7 +4,7 @@
 into a local repository: stanza `demo`, a database `app` with a marker row and a reference table, one full
 backup. Then it stops that cluster: a drill needs only the repository, so nothing runs between `up` and
 `down`. The drill's settings (config, binaries, port, scratch dir, OS user, expectations) are handed to
-playbooks as inventory-level defaults (bot.app.inventory_defaults), so `runbook-bot request restore-drill
+playbooks as inventory-level defaults (bot.composition.inventory_defaults), so `runbook-bot request restore-drill
 stanza=demo` works with no inventory edits; the environment's inventory still overrides them.
 
 `down` stops anything still running from it (the source cluster, a drill copy left by a killed worker)

@@ -1,7 +1,7 @@
 """The ports RunService depends on: the run store, the playbook runner, the clock, the event listeners.
 
 RunService talks to the world only through these Protocols, so it can be assembled over PostgreSQL and
-ansible-runner (bot.app.build: bot.storage.run_store.PostgresRunStore, bot.execution.runner.AnsibleRunner)
+ansible-runner (bot.composition: bot.storage.run_store.PostgresRunStore, bot.execution.runner.AnsibleRunner)
 or over the in-memory implementations shipped in bot.testing (fast unit tests, no PostgreSQL, no
 ansible-playbook).
 

@@ -9,7 +9,8 @@ and timestamp are checked on the raw bytes before anything parses it (401/400, o
 retries and replays of a request already taken (recorded in PostgreSQL: shared by replicas) get a 200 that
 does nothing. Binds 127.0.0.1 unless RUNBOOK_BOT_HTTP_HOST says otherwise. SIGTERM/SIGINT stop it
 gracefully: stop taking requests, finish the Slack work in flight, stop the workers, flush Slack
-notifications.
+notifications. What one process runs (`ServeProcess`) is built by bot.composition; `serve` starts it,
+runs housekeeping and stops it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from waitress import wasyncore
@@ -33,15 +35,16 @@ from waitress.server import TcpWSGIServer
 
 from bot.domain.runs import RunState
 from bot.errors import ConfigError, RunbookBotError
-from bot.scheduler import alert_sinks
+from bot.execution.worker import WorkerPool
+from bot.scheduler import SchedulerHandle
 from bot.scheduler import metrics as scheduler_metrics
-from bot.scheduler import start as start_scheduler
+from bot.spine import Spine
 
 if TYPE_CHECKING:
     from slack_bolt import App
     from slack_sdk.socket_mode.request import SocketModeRequest
 
-    from bot.app import Context
+    from bot.slack.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,10 @@ class Histogram:
         return out
 
 
-def metrics_text(ctx: Context, ack_latency: Histogram) -> str:
+def metrics_text(spine: Spine, ack_latency: Histogram) -> str:
     from bot.storage import runs as repo
 
-    with ctx.db.transaction() as conn:
+    with spine.db.transaction() as conn:
         counts = repo.counts_by_state(conn)
     lines = ["# HELP runbook_bot_runs Runs by state.", "# TYPE runbook_bot_runs gauge"]
     lines += [f'runbook_bot_runs{{state="{s.value}"}} {counts.get(s.value, 0)}' for s in RunState]
@@ -103,10 +106,10 @@ def metrics_text(ctx: Context, ack_latency: Histogram) -> str:
               "# TYPE runbook_bot_queue_depth gauge",
               f"runbook_bot_queue_depth {counts.get(RunState.QUEUED.value, 0)}"]
     lines += ack_latency.lines()
-    if ctx.service.anchors is not None:
-        lines += ctx.service.anchors.metrics()
+    if spine.service.anchors is not None:
+        lines += spine.service.anchors.metrics()
     try:
-        lines += scheduler_metrics(ctx)
+        lines += scheduler_metrics(spine)
     except Exception:
         log.exception("scheduler metrics failed")
     return "\n".join(lines) + "\n"
@@ -142,11 +145,12 @@ class Front:
     A Slack request is refused before anything parses it unless its signature and timestamp check out
     (bot.slack.requests); Slack's retries and replays of a request already taken (recorded in
     PostgreSQL, so shared by replicas) are answered 200 without effect; only then does Bolt see it.
-    `ctx` None (the ack benchmark's baseline): no health, metrics or replay record.
+    `spine` None (the ack benchmark's baseline): no health, metrics or replay record. `app` None: no
+    Slack requests (404), as for the scheduler process and Socket Mode.
     """
 
-    def __init__(self, ctx: Context | None, app: App | None, ack_latency: Histogram, signing_secret: str) -> None:
-        self.ctx, self.app, self.ack_latency, self.secret = ctx, app, ack_latency, signing_secret
+    def __init__(self, spine: Spine | None, app: App | None, ack_latency: Histogram, signing_secret: str) -> None:
+        self.spine, self.app, self.ack_latency, self.secret = spine, app, ack_latency, signing_secret
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method, path = str(environ.get("REQUEST_METHOD", "")), str(environ.get("PATH_INFO", ""))
@@ -165,17 +169,17 @@ class Front:
         return [b"" if method == "HEAD" else body]
 
     def _get(self, path: str) -> tuple[int, bytes, str]:
-        if self.ctx is None or path not in ("/healthz", "/metrics"):
+        if self.spine is None or path not in ("/healthz", "/metrics"):
             return _text(404, "not found\n")
         if path == "/healthz":
             try:
-                with self.ctx.db.transaction(timeout=5) as conn:
+                with self.spine.db.transaction(timeout=5) as conn:
                     conn.execute("SELECT 1")
                 return _json(200, {"db": "ok"})
             except Exception as e:  # noqa: BLE001 - health is reported, not raised
                 return _json(503, {"db": f"error: {type(e).__name__}"})
         try:
-            text = metrics_text(self.ctx, self.ack_latency)
+            text = metrics_text(self.spine, self.ack_latency)
         except Exception:
             log.exception("/metrics failed")
             return _text(500, "metrics unavailable\n")
@@ -206,11 +210,11 @@ class Front:
             log.info("Slack retry %s (%s) answered without effect", headers.get("x-slack-retry-num", "?"),
                      headers.get("x-slack-retry-reason", "?"))
             return (*_text(200, ""), {"X-Slack-No-Retry": "1"})
-        if self.ctx is not None:
+        if self.spine is not None:
             from bot.storage.slack_requests import first_sighting
 
             try:
-                with self.ctx.db.transaction(timeout=2) as conn:
+                with self.spine.db.transaction(timeout=2) as conn:
                     first = first_sighting(conn, signed.timestamp, signed.signature)
             except RunbookBotError as e:
                 log.warning("Slack request refused: cannot record it against replays (%s)", e)
@@ -323,22 +327,25 @@ class HttpServer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(DRAIN_SECONDS * 3)
+        elif self._thread.ident is None:  # bound but never started: release the port
+            wasyncore.close_all(self._map)
 
 
-def http_server(ctx: Context, app: App | None, port: int, ack_latency: Histogram,
+def http_server(spine: Spine, app: App | None, port: int, ack_latency: Histogram,
                 host: str | None = None) -> HttpServer:
     """Not started yet (`.start()`); binds now, so a port in use is a one-line ConfigError.
 
     Binds 127.0.0.1 unless RUNBOOK_BOT_HTTP_HOST says otherwise (0.0.0.0 for Slack's HTTP mode behind an
     ingress or load balancer)."""
     host = host or os.environ.get("RUNBOOK_BOT_HTTP_HOST") or DEFAULT_HOST
-    front = Front(ctx, app, ack_latency, ctx.settings.slack_signing_secret or "")
+    front = Front(spine, app, ack_latency, spine.settings.slack_signing_secret or "")
     return HttpServer(front, host, port, read_timeout=_env_int("RUNBOOK_BOT_HTTP_READ_TIMEOUT", READ_TIMEOUT),
                       max_connections=_env_int("RUNBOOK_BOT_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS))
 
 
 # ----------------------------------------------------------------------------- Socket Mode
-def _socket_mode_handler(app: App, app_token: str, ack_latency: Histogram) -> Any:
+def socket_mode_handler(app: App, app_token: str, ack_latency: Histogram) -> Any:
+    """Bolt's Socket Mode handler (not connected yet), timing each request's acknowledgement."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     class TimedHandler(SocketModeHandler):
@@ -351,6 +358,37 @@ def _socket_mode_handler(app: App, app_token: str, ack_latency: Histogram) -> An
 
 
 # ----------------------------------------------------------------------------- serve
+@dataclass
+class SlackFront:
+    """Slack as `serve` runs it: the Bolt app (behind `Front` in HTTP mode, or reached through
+    `socket_handler` in Socket Mode), the notifier that posts cards and progress, and the listener lanes."""
+
+    app: App
+    notifier: Notifier
+    approval_channel: str | None
+    lanes: list[ThreadPoolExecutor]
+    socket_handler: Any | None = None  # Socket Mode: connects out when serve starts
+
+
+@dataclass
+class ServeProcess:
+    """Everything one `serve` or `scheduler` process runs, built (not started) by bot.composition."""
+
+    spine: Spine
+    ack_latency: Histogram
+    http: HttpServer | None = None  # bound, not started
+    slack: SlackFront | None = None
+    slack_off: str | None = None  # why Slack is off although it was asked for (said at start)
+    pool: WorkerPool | None = None
+    start_scheduler: Callable[[], SchedulerHandle] | None = None
+
+    def close(self) -> None:
+        """After `serve` returned (or instead of it): release the HTTP port and the database pool."""
+        if self.http is not None:
+            self.http.stop()
+        self.spine.close()
+
+
 def _install_signals(stop: threading.Event, stopped_by: list[str]) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # in-process use (tests): the caller sets `stop`
@@ -364,89 +402,58 @@ def _install_signals(stop: threading.Event, stopped_by: list[str]) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, scheduler: bool = True,
-          slack: bool = True, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set). Returns the exit status: 2 with one line on stderr
-    (`runbook-bot: error: ...`) when it cannot start, e.g. the port is in use."""
-    from bot import console
-
+def serve(process: ServeProcess, *, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
+    """Start what `process` holds, run until SIGTERM/SIGINT (or `stop` is set), then stop it all. Returns the
+    exit status: 2 with one line on stderr (`runbook-bot: error: ...`) when it cannot start."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = stop or threading.Event()
     stopped_by: list[str] = []  # the signal's name: running runs are recorded "worker stopped by SIGTERM"
     _install_signals(stop, stopped_by)
-    settings = ctx.settings
-    ack_latency = Histogram("runbook_bot_slack_ack_seconds", "Time to acknowledge a Slack request.")
-    app: App | None = None
-    socket_handler: Any = None
-    notifier: Any = None
-    executors: list[ThreadPoolExecutor] = []
-    pool = None
-    stop_scheduler: Callable[[], None] | None = None
-    httpd: HttpServer | None = None
+    spine, slack, pool, httpd = process.spine, process.slack, process.pool, process.http
+    notifying = False
+    scheduler: SchedulerHandle | None = None
+    pool_started = False
 
     def say(line: str) -> None:
         out.write(line + "\n")
         out.flush()
 
     try:
-        if http_port is not None:  # bind first: a port in use stops us before anything has started
-            httpd = http_server(ctx, None, http_port, ack_latency)
-        if slack and not settings.slack_bot_token:
-            say("slack: off (SLACK_BOT_TOKEN is not set)")
-        elif slack:
-            from bot.slack.app import approval_channel, create_app, make_client
-            from bot.slack.groups import SlackGroupResolver
-            from bot.slack.notifier import Notifier
-
-            socket_mode = bool(settings.slack_app_token)
-            if not socket_mode and http_port is None:
-                raise ConfigError("Slack in HTTP mode needs --http PORT (or set SLACK_APP_TOKEN for Socket Mode)")
-            client = make_client(settings)
-            plans = ThreadPoolExecutor(max_workers=SLACK_PLAN_THREADS, thread_name_prefix="runbook-slack-plan")
-            quick = ThreadPoolExecutor(max_workers=SLACK_QUICK_THREADS, thread_name_prefix="runbook-slack-quick")
-            executors += [plans, quick]
-            ctx.service.slack_groups = SlackGroupResolver(client)
-            app = create_app(settings, ctx.service, executor=plans, quick_executor=quick, socket_mode=socket_mode,
-                             client=client)
-            channel = approval_channel(settings, ctx.service)
-            notifier = Notifier(client, ctx.service, channel)
-            notifier.subscribe()
-            alert_sinks.append(notifier.alert)  # stale-drill alerts go to Slack too
-            if socket_mode:
-                assert settings.slack_app_token is not None
-                socket_handler = _socket_mode_handler(app, settings.slack_app_token, ack_latency)
-                socket_handler.connect()
+        if process.slack_off:
+            say(f"slack: off ({process.slack_off})")
+        if slack is not None:
+            slack.notifier.subscribe()
+            notifying = True
+            if slack.socket_handler is not None:
+                slack.socket_handler.connect()
                 say("slack: socket mode")
             else:
-                if httpd is not None:
-                    httpd.front.app = app  # HTTP mode only: Socket Mode's app skips signature checks
                 say(f"slack: http mode at {SLACK_PATH}")
-            if not channel:
+            if not slack.approval_channel:
                 say("slack: no approvals channel (channels.approvals or SLACK_APPROVAL_CHANNEL): no approval cards")
-        console.attach(ctx.service, out)  # run transitions and task progress, as `worker` prints them
-        if workers:
-            pool = ctx.worker_pool()
+        if pool is not None:
             pool.start()
+            pool_started = True
             say(f"workers: {pool.size}")
-        if scheduler:
-            stop_scheduler = start_scheduler(ctx)
+        if process.start_scheduler is not None:
+            scheduler = process.start_scheduler()
             say("scheduler: on")
         if httpd is not None:
             httpd.start()
             paths = "/healthz, /metrics" + (f", {SLACK_PATH}" if httpd.front.app is not None else "")
             say(f"listening on http://{httpd.host}:{httpd.port} ({paths})")
         # Stale-run recovery, expiry and Slack catch-up: every 10 s, sooner with a faster heartbeat (tests).
-        interval = max(1.0, min(HOUSEKEEPING_SECONDS, settings.heartbeat_seconds * 5))
+        interval = max(1.0, min(HOUSEKEEPING_SECONDS, spine.settings.heartbeat_seconds * 5))
         while not stop.wait(interval):
             try:
                 if pool is not None:
                     pool.housekeeping()
-                if notifier is not None:
-                    notifier.adopt()
+                if notifying and slack is not None:
+                    slack.notifier.adopt()
                 if httpd is not None and httpd.front.app is not None:
-                    _forget_seen_requests(ctx)
+                    _forget_seen_requests(spine)
             except Exception:
                 log.warning("housekeeping failed; retrying", exc_info=True)
     except RunbookBotError as e:
@@ -456,25 +463,23 @@ def serve(ctx: Context, *, http_port: int | None = None, workers: bool = True, s
     finally:
         if httpd is not None:
             httpd.stop()
-        if socket_handler is not None:
-            socket_handler.close()
-        for executor in executors:
-            executor.shutdown(wait=True, cancel_futures=False)
-        if stop_scheduler is not None:
-            stop_scheduler()
-        if pool is not None:  # ends running runs' process trees and records them interrupted
+        if slack is not None:
+            if slack.socket_handler is not None:
+                slack.socket_handler.close()
+            for lane in slack.lanes:
+                lane.shutdown(wait=True, cancel_futures=False)
+        if scheduler is not None:
+            scheduler.stop()
+        if pool is not None and pool_started:  # ends running runs' process trees and records them interrupted
             pool.stop(why=f"worker stopped by {stopped_by[0]}" if stopped_by else "the worker stopped")
-        if notifier is not None:
-            sinks = getattr(sys.modules.get("bot.scheduler"), "alert_sinks", None)
-            if isinstance(sinks, list) and notifier.alert in sinks:
-                sinks.remove(notifier.alert)
-            notifier.stop()
+        if notifying and slack is not None:
+            slack.notifier.stop()
     say("stopped")
     return 0
 
 
-def _forget_seen_requests(ctx: Context) -> None:
+def _forget_seen_requests(spine: Spine) -> None:
     from bot.storage.slack_requests import forget_expired
 
-    with ctx.db.transaction() as conn:
+    with spine.db.transaction() as conn:
         forget_expired(conn, time.time())

@@ -5,7 +5,7 @@ a worker claims it, re-checks the plan, runs the playbook, records the outcome. 
 its audit event in the same transaction of the run store.
 
 RunService depends only on the ports of bot.ports (the run store, the playbook runner, the clock, the
-listeners): bot.app.build assembles it over PostgreSQL and ansible-runner, bot.testing over in-memory fakes.
+listeners): bot.composition assembles it over PostgreSQL and ansible-runner, bot.testing over in-memory fakes.
 """
 
 from __future__ import annotations

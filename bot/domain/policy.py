@@ -24,6 +24,25 @@ from bot.errors import (
     UnknownOperator,
 )
 
+GROUP = "group:"  # a runbook principal naming a group of the operators file: `group:sre`
+SLACK_GROUP = "slack-group:"  # a group member naming a Slack user group: `slack-group:S0SRE`
+
+
+def group_name(principal: str) -> str | None:
+    """The group a runbook principal names (`group:sre` -> `sre`); None for an operator name."""
+    return principal[len(GROUP):] if principal.startswith(GROUP) else None
+
+
+def slack_group_id(member: str) -> str | None:
+    """The Slack user group a group member names (`slack-group:S0SRE` -> `S0SRE`); None for an operator."""
+    return member[len(SLACK_GROUP):] if member.startswith(SLACK_GROUP) else None
+
+
+def groups_named(runbooks: Iterable[Runbook]) -> list[str]:
+    """The groups the runbooks' approvers and requesters name, sorted."""
+    return sorted({g for rb in runbooks for p in (*rb.approval.approvers, *rb.approval.requesters)
+                   if (g := group_name(p)) is not None})
+
 
 class SlackGroups(Protocol):
     def members(self, group_id: str) -> frozenset[str] | None:
@@ -59,16 +78,23 @@ class Directory:
 
     def is_member(self, op: Operator, principal: str, slack: SlackGroups | None = None) -> bool:
         """Is `op` the principal (an operator name) or in it (`group:NAME`)?"""
-        if not principal.startswith("group:"):
+        group = group_name(principal)
+        if group is None:
             return principal == op.name
-        for member in self.groups.get(principal[len("group:") :], ()):
+        for member in self.groups.get(group, ()):
             if member == op.name:
                 return True
-            if member.startswith("slack-group:") and slack is not None and op.slack_id:
-                ids = slack.members(member[len("slack-group:") :])
+            slack_group = slack_group_id(member)
+            if slack_group is not None and slack is not None and op.slack_id:
+                ids = slack.members(slack_group)
                 if ids is not None and op.slack_id in ids:
                     return True
         return False
+
+    def needs_slack(self, principals: Iterable[str]) -> bool:
+        """Does deciding whether someone is one of `principals` involve a Slack user group (a Web API call)?"""
+        return any(slack_group_id(member) is not None for p in principals if (group := group_name(p)) is not None
+                   for member in self.groups.get(group, ()))
 
     def in_any(self, op: Operator, principals: Iterable[str], slack: SlackGroups | None = None) -> bool:
         return any(self.is_member(op, p, slack) for p in principals)
@@ -97,12 +123,13 @@ def eligible_approvers(directory: Directory, runbook: Runbook, requester: Operat
     approvers (its members are known to Slack only, so they cannot be counted here)."""
     names: set[str] = set()
     for principal in runbook.approval.approvers:
-        if not principal.startswith("group:"):
+        group = group_name(principal)
+        if group is None:
             if principal in directory.operators:
                 names.add(principal)
             continue
-        for member in directory.groups.get(principal[len("group:") :], ()):
-            if member.startswith("slack-group:"):
+        for member in directory.groups.get(group, ()):
+            if slack_group_id(member) is not None:
                 return None
             names.add(member)
     if not runbook.approval.allow_self:

@@ -7,7 +7,7 @@ Every replica may run the scheduler. A scheduled fire becomes a run only for the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,14 +17,12 @@ from bot.errors import RunbookBotError
 from bot.scheduler.drills import new_stale_alerts, staleness_metrics
 
 if TYPE_CHECKING:
-    from bot.app import Context
+    from bot.spine import Spine
 
 log = logging.getLogger(__name__)
 SCHEDULER = Operator(OperatorName("scheduler"))
 MISFIRE_GRACE_SECONDS = 600
-AlertSink = Callable[[str], None]
-# Front ends (Slack) append callables here to receive drill staleness alerts.
-alert_sinks: list[AlertSink] = []
+AlertSink = Callable[[str], None]  # receives drill staleness alerts (serve passes Slack's notifier)
 
 
 def latest_fire_time(cron: str, now: datetime) -> datetime:
@@ -41,7 +39,7 @@ def latest_fire_time(cron: str, now: datetime) -> datetime:
     return (last or now.replace(second=0, microsecond=0)).astimezone(UTC)
 
 
-def fire_scheduled(ctx: Context, runbook_name: str, fire_time: datetime) -> int | None:
+def fire_scheduled(ctx: Spine, runbook_name: str, fire_time: datetime) -> int | None:
     """Request the scheduled run for this fire time unless another replica already did; returns the run id."""
     job_id = f"runbook:{runbook_name}"
     if not ctx.service.claim_schedule_fire(job_id, fire_time):
@@ -60,9 +58,10 @@ def fire_scheduled(ctx: Context, runbook_name: str, fire_time: datetime) -> int 
     return res.run.id
 
 
-def check_staleness(ctx: Context) -> list[str]:
+def check_staleness(ctx: Spine, alert_sinks: Sequence[AlertSink] = ()) -> list[str]:
     """Alert once per staleness episode for each drill runbook with no successful drill newer than its max
-    age (remembered in the audit trail, so a restart or another replica does not repeat it)."""
+    age (remembered in the audit trail, so a restart or another replica does not repeat it): logged, and
+    given to each of `alert_sinks`."""
     alerts = new_stale_alerts(ctx, SCHEDULER.name)
     for text in alerts:
         log.warning("%s", text)
@@ -88,8 +87,9 @@ class SchedulerHandle:
         self.stop()
 
 
-def start(ctx: Context) -> SchedulerHandle:
-    """Start the BackgroundScheduler with one job per scheduled runbook; returns a handle that stops it."""
+def start(ctx: Spine, *, alert_sinks: Sequence[AlertSink] = ()) -> SchedulerHandle:
+    """Start the BackgroundScheduler with one job per scheduled runbook; returns a handle that stops it.
+    Drill staleness alerts go to `alert_sinks` (and the log)."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.cron import CronTrigger
 
@@ -108,12 +108,12 @@ def start(ctx: Context) -> SchedulerHandle:
                       name=f"scheduled {rb.name}", replace_existing=True)
         log.info("scheduled %s: %s (UTC)", rb.name, cron)
     sched.add_job(ctx.service.expire_overdue, "interval", seconds=30, id="expire-pending", replace_existing=True)
-    sched.add_job(check_staleness, "interval", args=[ctx], hours=6, id="drill-staleness",
+    sched.add_job(check_staleness, "interval", args=[ctx, tuple(alert_sinks)], hours=6, id="drill-staleness",
                   next_run_time=datetime.now(UTC) + timedelta(seconds=5), replace_existing=True)
     sched.start()
     return SchedulerHandle(sched)
 
 
-def metrics(ctx: Context) -> list[str]:
+def metrics(ctx: Spine) -> list[str]:
     """Prometheus lines for /metrics (seconds since the last good drill, per drill runbook)."""
     return staleness_metrics(ctx)

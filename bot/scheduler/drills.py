@@ -20,7 +20,7 @@ from bot.domain.runs import Run, RunState
 from bot.domain.text import visible
 
 if TYPE_CHECKING:
-    from bot.app import Context
+    from bot.spine import Spine
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _drill(run: Run) -> Drill:
                  _num(r.get("rpo_seconds")), str(backup.get("label", "")), str(failed) if failed else None)
 
 
-def drill_history(ctx: Context, runbook: str | None = None, limit: int = 200) -> list[Drill]:
+def drill_history(ctx: Spine, runbook: str | None = None, limit: int = 200) -> list[Drill]:
     return [_drill(r) for r in ctx.service.runs_with_result("rto_seconds", runbook=runbook, limit=limit)]
 
 
@@ -96,7 +96,7 @@ class Staleness:
                 f"runbook-bot request {self.runbook}")
 
 
-def drill_staleness(ctx: Context) -> list[Staleness]:
+def drill_staleness(ctx: Spine) -> list[Staleness]:
     out = []
     for rb in ctx.service.catalog:
         if rb.drill_max_age_seconds is None:
@@ -113,7 +113,7 @@ def _episode(s: Staleness) -> str:
     return s.last_good.isoformat() if s.last_good else "never"
 
 
-def new_stale_alerts(ctx: Context, actor: str = "scheduler") -> list[str]:
+def new_stale_alerts(ctx: Spine, actor: str = "scheduler") -> list[str]:
     """Alerts for staleness episodes not alerted before, each recorded in the audit trail as it is returned."""
     fresh = []
     for s in drill_staleness(ctx):
@@ -125,7 +125,7 @@ def new_stale_alerts(ctx: Context, actor: str = "scheduler") -> list[str]:
     return fresh
 
 
-def staleness_metrics(ctx: Context) -> list[str]:
+def staleness_metrics(ctx: Spine) -> list[str]:
     lines = [
         "# HELP runbook_bot_drill_seconds_since_success Seconds since the last successful restore drill.",
         "# TYPE runbook_bot_drill_seconds_since_success gauge",
@@ -198,7 +198,7 @@ def terminal_chart(drills: list[Drill], width: int = 40, last: int = 12) -> str:
     return "\n".join(lines)
 
 
-def drills_command(ctx: Context, *, as_json: bool, chart: str | None, out: TextIO) -> int:
+def drills_command(ctx: Spine, *, as_json: bool, chart: str | None, out: TextIO) -> int:
     drills = drill_history(ctx)
     stale = drill_staleness(ctx)
     if as_json:

@@ -37,6 +37,15 @@ def _base_url(url: str) -> str:
     return url if url.endswith("/") else url + "/"  # slack_sdk joins method names onto it
 
 
+class _GivenClientFilter(logging.Filter):
+    """bolt-python's App() reads SLACK_BOT_TOKEN from the environment itself and then warns that the token
+    "will be unused" because we pass a client built from that same token: a dependency quirk, not something
+    an operator can act on, so that one message is dropped (here only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 def create_app(settings: Settings, service: RunService, *, executor: Executor, socket_mode: bool = False,
                client: WebClient | None = None, quick_executor: Executor | None = None) -> App:
     """The Bolt app with every listener registered. `executor` computes plans (check mode);
@@ -49,10 +58,13 @@ def create_app(settings: Settings, service: RunService, *, executor: Executor, s
     if not socket_mode and not settings.slack_signing_secret:
         raise ConfigError("SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request with it "
                           "(or set SLACK_APP_TOKEN for Socket Mode)")
+    bolt_log = logging.getLogger("bot.slack.bolt")
+    if not any(isinstance(f, _GivenClientFilter) for f in bolt_log.filters):
+        bolt_log.addFilter(_GivenClientFilter())
     app = App(
         client=client, signing_secret=settings.slack_signing_secret or "",
         request_verification_enabled=not socket_mode, token_verification_enabled=True,
-        process_before_response=False, logger=logging.getLogger("bot.slack.bolt"),
+        process_before_response=False, logger=bolt_log,
     )
     register(app, Deps(service=service, executor=executor, approval_channel=approval_channel(settings, service),
                        quick=quick_executor))

@@ -22,7 +22,7 @@ from bot.domain.durations import format_duration
 from bot.domain.runs import Run, RunState
 from bot.domain.text import visible
 from bot.slack import ids
-from bot.views import SECRET_MASK, approval_status, run_text, runbook_text, shown_value
+from bot.text_views import SECRET_MASK, approval_status, run_text, runbook_text, shown_value
 
 Block = dict[str, Any]
 _BACKTICK_STANDIN = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT: looks like ` but opens and closes no code

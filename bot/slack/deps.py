@@ -1,5 +1,8 @@
 """What the Slack listeners share: the service, two small executors, identity and channel checks.
 
+Work submitted to a lane names the Slack request it answers (`Origin`): an unexpected failure there is
+logged and explained by bot.slack.failures, like one on Bolt's own threads.
+
 Two lanes of capacity: `executor` computes plans (`/runbook run` and the run modal run check mode: seconds
 each), `quick` takes everything a person waits on that is short (approve/deny clicks, cancel, status, list,
 history). A burst of slow check modes fills only the first lane, so a click is still processed at once.
@@ -7,16 +10,26 @@ history). A burst of slow check modes fills only the first lane, so a click is s
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from slack_bolt import Respond
+from slack_sdk import WebClient
+
 from bot.domain.policy import Operator
 from bot.service import RunService
+from bot.slack import failures
 
-log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Origin:
+    """The Slack request a piece of lane work answers: where an unexpected failure of it is explained."""
+
+    body: Mapping[str, Any]
+    client: WebClient | None = None
+    respond: Respond | None = None
 
 
 @dataclass
@@ -37,21 +50,21 @@ class Deps:
         names = {channel_id, channel_name, f"#{channel_name}"}
         return any(c in names for c in allowed)
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any, origin: Origin) -> None:
         """Slow work (a plan in check mode) on the planning lane."""
-        self.executor.submit(_guarded(fn, args))
+        self.executor.submit(_guarded(fn, args, origin))
 
-    def submit_quick(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit_quick(self, fn: Callable[..., Any], *args: Any, origin: Origin) -> None:
         """Short work someone waits on (a decision, a cancel, a read) on its own lane."""
-        (self.quick or self.executor).submit(_guarded(fn, args))
+        (self.quick or self.executor).submit(_guarded(fn, args, origin))
 
 
-def _guarded(fn: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[], None]:
+def _guarded(fn: Callable[..., Any], args: tuple[Any, ...], origin: Origin) -> Callable[[], None]:
     def guarded() -> None:
         try:
             fn(*args)
-        except Exception:
-            log.exception("Slack listener work failed")
+        except Exception as e:  # noqa: BLE001 - reported once, as the @app.error handler reports
+            failures.report(e, origin.body, origin.respond, origin.client)
 
     return guarded
 

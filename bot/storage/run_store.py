@@ -1,4 +1,4 @@
-"""The run store over PostgreSQL (the bot.ports.RunStore of bot.app.build).
+"""The run store over PostgreSQL (the bot.ports.RunStore that bot.composition builds).
 
 Each `transaction()` is one PostgreSQL transaction on a pooled connection (bot.storage.database); its
 operations are bot.storage.runs and bot.storage.audit, so a state change and its audit event commit, or

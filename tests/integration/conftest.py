@@ -1,5 +1,5 @@
 """Integration fixtures: a real PostgreSQL 15 server per session, a fresh database per test, and the
-spine assembled exactly as the CLI assembles it (bot.app.build) over a test catalog."""
+spine assembled exactly as the CLI assembles it (bot.composition.build_cli) over a test catalog."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
+from bot.spine import Spine
 from tests.support.paths import ROOT
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
 from tests.support.spine import SPINE_CATALOG, RealSpine, bot_env
@@ -56,8 +57,8 @@ def spine_env(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def ctx(spine_env: dict[str, str]) -> Iterator[Context]:
-    context = build(Settings.from_env(spine_env))
+def ctx(spine_env: dict[str, str]) -> Iterator[Spine]:
+    context = build_cli(Settings.from_env(spine_env))
     yield context
     context.close()
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.policy import Operator
 from bot.domain.runs import Run
+from bot.spine import Spine
 from tests.support.paths import ROOT
 
 SPINE_CATALOG = ROOT / "tests" / "integration" / "spine" / "catalog"
@@ -42,11 +43,11 @@ class RealSpine:
     def __init__(self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
         self.env, self._mp, self._ctx = env, monkeypatch, None  # type: ignore[var-annotated]
 
-    def build(self, **extra: str) -> Context:
+    def build(self, **extra: str) -> Spine:
         self.env.update(extra)
         for k, v in self.env.items():
             self._mp.setenv(k, v)
-        self._ctx = build(Settings.from_env(self.env))
+        self._ctx = build_cli(Settings.from_env(self.env))
         return self._ctx
 
     def close(self) -> None:
@@ -54,7 +55,7 @@ class RealSpine:
             self._ctx.close()
 
 
-def drain(ctx: Context) -> list[Run]:
+def drain(ctx: Spine) -> list[Run]:
     """Execute every queued run in this process (the worker's code path, without threads)."""
     from bot.service import LocalTracker
 
@@ -64,7 +65,7 @@ def drain(ctx: Context) -> list[Run]:
     return done
 
 
-def op(ctx: Context, name: str) -> Operator:
+def op(ctx: Spine, name: str) -> Operator:
     return ctx.service.directory.operator(name)
 
 

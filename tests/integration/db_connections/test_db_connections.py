@@ -8,10 +8,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.service import LocalTracker
+from bot.spine import Spine
 from tests.support.paths import ROOT
 from tests.support.pgcluster import PgCluster
 from tests.support.spine import op
@@ -21,19 +22,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def real_catalog(spine_env: dict[str, str], pg_server: PgCluster,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Spine]:
     env = {**spine_env, "RUNBOOK_BOT_RUNBOOKS": str(ROOT / "runbooks"),
            "RUNBOOK_BOT_PLAYBOOKS": str(ROOT / "playbooks"),
            "APP_DB_HOST": "127.0.0.1", "APP_DB_PORT": str(pg_server.port), "APP_DB_USER": "postgres",
            "APP_DB_NAME": "postgres", "APP_DB_PASSWORD": pg_server.password}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    ctx = build(Settings.from_env(env))
+    ctx = build_cli(Settings.from_env(env))
     yield ctx
     ctx.close()
 
 
-def test_reports_connections_per_state_against_the_limit(real_catalog: Context, pg_server: PgCluster) -> None:
+def test_reports_connections_per_state_against_the_limit(real_catalog: Spine, pg_server: PgCluster) -> None:
     """Idle and idle-in-transaction sessions are counted per database and state, against max_connections."""
     with psycopg.connect(pg_server.dsn()) as idle, psycopg.connect(pg_server.dsn()) as leaky:
         idle.execute("SELECT 1")

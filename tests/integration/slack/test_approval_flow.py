@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from bot.app import build
+from bot.composition import build_cli
 from bot.config import Settings
 from tests.support.slack_bot import Bot, card_ts
 
@@ -165,7 +165,7 @@ def test_expired_request_card_says_expired(bot: Bot) -> None:
 
 def test_card_for_a_run_requested_and_denied_outside_slack(bot: Bot) -> None:
     """A run requested and denied through the spine elsewhere (the CLI) gets its card, once, and its update."""
-    ctx = build(Settings.from_env(bot.env))
+    ctx = build_cli(Settings.from_env(bot.env))
     try:
         run_id = ctx.service.request("greet", {"target": "cli"}, ctx.service.directory.operator("alice"),
                                      source="cli").run.id

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.app import build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.scheduler import fire_scheduled
 from tests.support.slack_bot import Bot
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_scheduled_run_gets_a_report_with_its_result_in_the_drills_channel(bot: Bot) -> None:
     """A run the scheduler fired elsewhere is announced in channels.drills and its result lands in the thread."""
-    ctx = build(Settings.from_env(bot.env))
+    ctx = build_cli(Settings.from_env(bot.env))
     try:
         run_id = fire_scheduled(ctx, "nightly", datetime(2026, 11, 24, 3, 0, tzinfo=UTC))
     finally:

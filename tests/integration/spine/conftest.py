@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
+from bot.spine import Spine
 from tests.support.pgcluster import PgCluster
 
 
@@ -33,12 +34,12 @@ def two_roles(pg_server: PgCluster) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def runtime_ctx(spine_env: dict[str, str], two_roles: dict[str, str],
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Spine]:
     """The spine over the test catalog, migrated by the owner role and running as the runtime role."""
     env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"],
            "RUNBOOK_BOT_MIGRATION_URL": two_roles["RUNBOOK_BOT_MIGRATION_URL"]}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    context = build(Settings.from_env(env))
+    context = build_cli(Settings.from_env(env))
     yield context
     context.close()

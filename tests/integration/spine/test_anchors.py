@@ -14,15 +14,16 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
+from bot.spine import Spine
 from bot.storage import audit
 from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
 
 
-def _history(ctx: Context) -> int:
+def _history(ctx: Spine) -> int:
     """Two finished runs (each transition anchored); returns the chain length."""
     for target in ("api", "web"):
         res = ctx.service.request("echo", {"target": target}, op(ctx, "alice"))
@@ -33,7 +34,7 @@ def _history(ctx: Context) -> int:
     return result.events
 
 
-def _verify(ctx: Context) -> audit.VerifyResult:
+def _verify(ctx: Spine) -> audit.VerifyResult:
     assert ctx.service.anchors is not None
     return audit.verify(ctx.db, ctx.service.anchors.read_all())
 
@@ -85,7 +86,7 @@ REWRITES = {
 
 
 @pytest.mark.parametrize("kind", sorted(REWRITES))
-def test_superuser_rewrites_are_caught_by_the_anchor_file(ctx: Context, database_url: str, kind: str) -> None:
+def test_superuser_rewrites_are_caught_by_the_anchor_file(ctx: Spine, database_url: str, kind: str) -> None:
     """Rewrites that leave a self-consistent chain (triggers off, hashes recomputed) fail against the anchors."""
     n = _history(ctx)
     with _as_superuser(database_url) as conn:
@@ -101,7 +102,7 @@ def test_superuser_rewrites_are_caught_by_the_anchor_file(ctx: Context, database
         assert "was rewritten" in result.reason
 
 
-def test_cli_verify_fails_naming_the_anchor_and_seq(ctx: Context, spine_env: dict[str, str],
+def test_cli_verify_fails_naming_the_anchor_and_seq(ctx: Spine, spine_env: dict[str, str],
                                                     database_url: str) -> None:
     """`audit verify` exits 1 naming the anchor and the event; --json carries the anchor results."""
     n = _history(ctx)
@@ -118,7 +119,7 @@ def test_cli_verify_fails_naming_the_anchor_and_seq(ctx: Context, spine_env: dic
     assert report["ok"] is False and report["anchors"][0]["ok"] is False
 
 
-def test_rewritten_anchor_file_is_detected(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_rewritten_anchor_file_is_detected(ctx: Spine, spine_env: dict[str, str]) -> None:
     """Editing the anchor file (a line's hash, or a whole file of new lines without the key) fails verify."""
     _history(ctx)
     path = Path(spine_env["RUNBOOK_BOT_HOME"]) / "audit-anchors"
@@ -130,7 +131,7 @@ def test_rewritten_anchor_file_is_detected(ctx: Context, spine_env: dict[str, st
     assert not result.ok and "line 1: its MAC does not match" in result.reason, result.reason
 
 
-def test_runtime_role_cannot_rewrite_and_what_it_can_do_is_detected(runtime_ctx: Context) -> None:
+def test_runtime_role_cannot_rewrite_and_what_it_can_do_is_detected(runtime_ctx: Spine) -> None:
     """The bot's own role is refused every rewrite; the writes it is allowed (a bare row, a head bump) fail verify."""
     _history(runtime_ctx)
     for sql in ("DELETE FROM audit_events WHERE seq > 3", "UPDATE audit_events SET actor = 'carol' WHERE seq = 3",
@@ -155,7 +156,7 @@ def test_anchoring_failure_never_blocks_a_run(spine_env: dict[str, str], tmp_pat
     blocked.mkdir()
     env = {**spine_env, "RUNBOOK_BOT_AUDIT_ANCHOR_FILE": str(blocked)}
     monkeypatch.setenv("RUNBOOK_BOT_AUDIT_ANCHOR_FILE", str(blocked))
-    context = build(Settings.from_env(env))
+    context = build_cli(Settings.from_env(env))
     try:
         res = context.service.request("echo", {"target": "api"}, op(context, "alice"))
         context.service.approve(res.run.id, op(context, "bob"))
@@ -192,7 +193,7 @@ def test_s3_anchors_catch_a_rewrite_even_without_the_file(spine_env: dict[str, s
                                                           database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Anchors in an Object Lock bucket survive deleting the anchor file and delete attempts in S3."""
     monkeypatch.setenv("RUNBOOK_BOT_AUDIT_ANCHOR_S3", f"s3://{s3_bucket}/prod")
-    context = build(Settings.from_env({**os.environ}))
+    context = build_cli(Settings.from_env({**os.environ}))
     try:
         n = _history(context)
         assert context.service.anchors is not None and context.service.anchors.flush()

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from bot.app import Context
 from bot.domain.runs import RunState
+from bot.spine import Spine
 from bot.storage import audit
 from tests.support.spine import cli, drain, op, ran
 
 pytestmark = pytest.mark.slow
 
 
-def _sql(ctx: Context, sql: str, *args: object) -> None:
+def _sql(ctx: Spine, sql: str, *args: object) -> None:
     """Tamper through the bot's own database connection (what someone holding DATABASE_URL can do)."""
     with ctx.db.transaction() as conn:
         conn.execute(sql, args)
 
 
-def _refused(ctx: Context, spine_env: dict[str, str], run_id: int) -> str:
+def _refused(ctx: Spine, spine_env: dict[str, str], run_id: int) -> str:
     (done,) = drain(ctx)
     assert done.id == run_id
     assert done.state is RunState.FAILED
@@ -32,14 +32,14 @@ def _refused(ctx: Context, spine_env: dict[str, str], run_id: int) -> str:
     return done.error
 
 
-def test_row_set_to_queued_by_hand_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_row_set_to_queued_by_hand_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """A pending run moved to `queued` with one UPDATE is refused by the worker, audited, and nothing runs."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     _sql(ctx, "UPDATE runs SET state = 'queued' WHERE id = %s", res.run.id)
     assert "needs 1 approval(s)" in _refused(ctx, spine_env, res.run.id)
 
 
-def test_worker_command_refuses_a_hand_queued_run_and_verify_stays_intact(ctx: Context,
+def test_worker_command_refuses_a_hand_queued_run_and_verify_stays_intact(ctx: Spine,
                                                                           spine_env: dict[str, str]) -> None:
     """`runbook-bot worker --once` refuses the hand-queued run; `audit verify` exits 0 and records the refusal."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
@@ -53,7 +53,7 @@ def test_worker_command_refuses_a_hand_queued_run_and_verify_stays_intact(ctx: C
     assert cli(spine_env, "audit", "verify").returncode == 0
 
 
-def test_forged_approvals_row_without_audit_event_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_forged_approvals_row_without_audit_event_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """An approvals row inserted by hand (no `approved` event in the chain) does not count."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     _sql(ctx, "INSERT INTO approvals (run_id, approver, decision) VALUES (%s, 'bob', 'approve')", res.run.id)
@@ -61,7 +61,7 @@ def test_forged_approvals_row_without_audit_event_is_refused(ctx: Context, spine
     assert "bob: in the approvals table but not in the audit trail" in _refused(ctx, spine_env, res.run.id)
 
 
-def test_lowered_approval_count_in_the_row_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_lowered_approval_count_in_the_row_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """approvals_required edited down in the row does not lower the runbook's two-person rule."""
     res = ctx.service.request("quorum", {"target": "api"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))
@@ -70,7 +70,7 @@ def test_lowered_approval_count_in_the_row_is_refused(ctx: Context, spine_env: d
         ctx, spine_env, res.run.id)
 
 
-def test_row_made_to_look_scheduled_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_row_made_to_look_scheduled_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """A CLI request dressed up as a preapproved scheduled run (source + schedule_key edited) is refused."""
     res = ctx.service.request("nightly", {}, op(ctx, "alice"))
     _sql(ctx, "UPDATE runs SET source = 'scheduler', schedule_key = 'nightly@x', state = 'queued' WHERE id = %s",
@@ -78,7 +78,7 @@ def test_row_made_to_look_scheduled_is_refused(ctx: Context, spine_env: dict[str
     _refused(ctx, spine_env, res.run.id)
 
 
-def test_plan_hash_swapped_in_the_row_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_plan_hash_swapped_in_the_row_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """An approved run whose row plan hash was replaced no longer matches what was requested and approved."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))
@@ -86,7 +86,7 @@ def test_plan_hash_swapped_in_the_row_is_refused(ctx: Context, spine_env: dict[s
     assert "plan hash differs" in _refused(ctx, spine_env, res.run.id)
 
 
-def test_approval_forged_through_the_bots_own_append_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_approval_forged_through_the_bots_own_append_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """An `approved` event appended with the database credentials alone (no master key) has no valid MAC."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     with ctx.db.transaction() as conn:
@@ -98,7 +98,7 @@ def test_approval_forged_through_the_bots_own_append_is_refused(ctx: Context, sp
     assert "bob: the approval's MAC does not match" in _refused(ctx, spine_env, res.run.id)
 
 
-def test_request_forged_through_the_bots_own_append_is_refused(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_request_forged_through_the_bots_own_append_is_refused(ctx: Spine, spine_env: dict[str, str]) -> None:
     """A whole run forged with the database credentials (row + `requested` + `queued` events) is refused."""
     real = ctx.service.request("nightly", {}, op(ctx, "alice"))
     with ctx.db.transaction() as conn:
@@ -115,7 +115,7 @@ def test_request_forged_through_the_bots_own_append_is_refused(ctx: Context, spi
     assert "`requested` event's MAC does not match" in _refused(ctx, spine_env, forged)
 
 
-def test_properly_approved_and_scheduled_runs_still_execute(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_properly_approved_and_scheduled_runs_still_execute(ctx: Spine, spine_env: dict[str, str]) -> None:
     """The gate lets an approved run and a preapproved scheduled run through."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))

@@ -7,7 +7,7 @@ import threading
 import psycopg
 import pytest
 
-from bot.app import Context
+from bot.spine import Spine
 from bot.storage import audit
 from bot.storage.database import Database, migrate
 
@@ -101,7 +101,7 @@ def test_concurrent_appends_keep_one_chain(db: Database) -> None:
     assert audit.verify(db).ok
 
 
-def test_failed_audit_write_blocks_the_transition(ctx: Context, database_url: str) -> None:
+def test_failed_audit_write_blocks_the_transition(ctx: Spine, database_url: str) -> None:
     """When the audit event cannot be written, the state change does not happen (fail closed)."""
     from bot.errors import StorageError
     from tests.support.spine import op

@@ -221,6 +221,29 @@ def test_init_writes_enough_approvers_for_every_runbook(tmp_path: Path) -> None:
         assert eligible is not None and len(eligible) >= rb.approval.required, rb.name
 
 
+def test_init_names_the_catalogs_groups_and_refuses_without_a_catalog(tmp_path: Path) -> None:
+    """`init` puts you in the groups the runbooks name (none hard-coded); with no readable catalog it says so in
+    one line, exit 2, and writes nothing."""
+    runbooks = tmp_path / "runbooks"
+    runbooks.mkdir()
+    (tmp_path / "p.yml").write_text("- hosts: localhost\n")
+    (runbooks / "purge.md").write_text("---\nname: purge\ntitle: Purge\nplaybook: p.yml\napproval:\n  required: 1\n"
+                                       "  approvers: [group:cdn-oncall]\n  requesters: [group:support]\n---\nGuide.\n")
+    path = tmp_path / "runbook-bot.yaml"
+    env = {"RUNBOOK_BOT_CONFIG": str(path), "RUNBOOK_BOT_RUNBOOKS": str(runbooks),
+           "RUNBOOK_BOT_PLAYBOOKS": str(tmp_path)}
+    proc = cli(env, "init", user="newcomer")
+    assert proc.returncode == 0, proc.stderr
+    from bot.config import load_directory
+
+    assert sorted(load_directory(path).groups) == ["cdn-oncall", "support"]
+    path.unlink()
+    missing = cli({**env, "RUNBOOK_BOT_RUNBOOKS": str(tmp_path / "nowhere")}, "init", user="newcomer")
+    err = _one_line_error(missing)
+    assert "nowhere" in err and "RUNBOOK_BOT_RUNBOOKS" in err and "nothing was written" in err
+    assert not path.exists()
+
+
 def test_progress_leaves_out_the_tasks_that_report_to_the_bot(spine_env: dict[str, str]) -> None:
     """The worker's and `status --follow`'s task lines show the runbook's steps, not its set_stats report."""
     run_id = cli(spine_env, "request", "sleeper", "seconds=0").stdout.strip()

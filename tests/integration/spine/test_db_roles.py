@@ -8,9 +8,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.runs import RunState
+from bot.spine import Spine
 from bot.storage import audit
 from bot.storage import database as database_module
 from tests.support.pgcluster import make_tmp_dir, remove_tree
@@ -34,7 +35,7 @@ ATTACKS = [
 
 
 @pytest.mark.parametrize("sql", ATTACKS)
-def test_runtime_role_is_refused_by_privileges(runtime_ctx: Context, sql: str) -> None:
+def test_runtime_role_is_refused_by_privileges(runtime_ctx: Spine, sql: str) -> None:
     """With the runtime role, disabling triggers, TRUNCATE, DELETE and UPDATE of the trail fail: permission denied."""
     res = runtime_ctx.service.request("echo", {"target": "api"}, op(runtime_ctx, "alice"))
     runtime_ctx.service.approve(res.run.id, op(runtime_ctx, "bob"))
@@ -44,7 +45,7 @@ def test_runtime_role_is_refused_by_privileges(runtime_ctx: Context, sql: str) -
     assert audit.verify(runtime_ctx.db).ok
 
 
-def test_runtime_role_runs_the_whole_spine(runtime_ctx: Context, two_roles: dict[str, str]) -> None:
+def test_runtime_role_runs_the_whole_spine(runtime_ctx: Spine, two_roles: dict[str, str]) -> None:
     """The runtime role can do everything the bot does (request, approve, execute, audit) with no warning."""
     assert runtime_ctx.warnings == []
     with runtime_ctx.db.transaction() as conn:
@@ -57,7 +58,7 @@ def test_runtime_role_runs_the_whole_spine(runtime_ctx: Context, two_roles: dict
     assert audit.verify(runtime_ctx.db).ok
 
 
-def test_head_can_only_move_by_one_even_for_the_runtime_role(runtime_ctx: Context) -> None:
+def test_head_can_only_move_by_one_even_for_the_runtime_role(runtime_ctx: Spine) -> None:
     """The runtime role may UPDATE audit_head (appends do), but its trigger, which it cannot drop, refuses jumps."""
     runtime_ctx.service.request("echo", {"target": "api"}, op(runtime_ctx, "alice"))
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only moves forward"), \
@@ -73,7 +74,7 @@ def test_tables_of_later_migrations_are_granted(spine_env: dict[str, str], two_r
         *shipped, ("0099_later", "CREATE TABLE later_things (id int PRIMARY KEY);")])
     env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"],
            "RUNBOOK_BOT_MIGRATION_URL": two_roles["RUNBOOK_BOT_MIGRATION_URL"]}
-    context = build(Settings.from_env(env))
+    context = build_cli(Settings.from_env(env))
     try:
         with context.db.transaction() as conn:
             conn.execute("INSERT INTO later_things VALUES (1)")
@@ -84,7 +85,7 @@ def test_tables_of_later_migrations_are_granted(spine_env: dict[str, str], two_r
         context.close()
 
 
-def test_database_url_alone_warns_that_the_runtime_role_owns_the_tables(ctx: Context) -> None:
+def test_database_url_alone_warns_that_the_runtime_role_owns_the_tables(ctx: Spine) -> None:
     """DATABASE_URL without RUNBOOK_BOT_MIGRATION_URL works as before, with a warning naming the risk."""
     assert len(ctx.warnings) == 1
     assert "could disable the audit triggers" in ctx.warnings[0]
@@ -96,7 +97,7 @@ def test_embedded_default_sets_up_both_roles(spine_env: dict[str, str]) -> None:
     base = make_tmp_dir("rb-embedded-")  # the server's OS user must reach it (pytest's tmp_path is 0700)
     home = base / "home"
     env = {**spine_env, "RUNBOOK_BOT_HOME": str(home), "DATABASE_URL": ""}
-    context = build(Settings.from_env(env))
+    context = build_cli(Settings.from_env(env))
     try:
         assert context.warnings == []
         assert (home / "db-runtime.password").stat().st_mode & 0o777 == 0o600
@@ -115,11 +116,11 @@ def test_embedded_default_sets_up_both_roles(spine_env: dict[str, str]) -> None:
         remove_tree(base)
 
 
-def test_runtime_role_alone_starts_once_the_owner_migrated(runtime_ctx: Context, spine_env: dict[str, str],
+def test_runtime_role_alone_starts_once_the_owner_migrated(runtime_ctx: Spine, spine_env: dict[str, str],
                                                            two_roles: dict[str, str]) -> None:
     """Workers given only DATABASE_URL (the runtime role) start after a migration job ran as the owner."""
     env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"], "RUNBOOK_BOT_MIGRATION_URL": ""}
-    context = build(Settings.from_env(env))
+    context = build_cli(Settings.from_env(env))
     try:
         assert context.warnings == []
         assert context.service.get(context.service.request("echo", {"target": "api"}, op(context, "alice")).run.id)
@@ -127,7 +128,7 @@ def test_runtime_role_alone_starts_once_the_owner_migrated(runtime_ctx: Context,
         context.close()
 
 
-def test_pending_migration_without_the_owner_is_one_line_error(runtime_ctx: Context, spine_env: dict[str, str],
+def test_pending_migration_without_the_owner_is_one_line_error(runtime_ctx: Spine, spine_env: dict[str, str],
                                                                two_roles: dict[str, str],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A pending migration with only the runtime role is refused in one line naming RUNBOOK_BOT_MIGRATION_URL."""
@@ -138,11 +139,11 @@ def test_pending_migration_without_the_owner_is_one_line_error(runtime_ctx: Cont
         *shipped, ("0099_later", "CREATE TABLE later_things (id int PRIMARY KEY);")])
     env = {**spine_env, "DATABASE_URL": two_roles["DATABASE_URL"], "RUNBOOK_BOT_MIGRATION_URL": ""}
     with pytest.raises(StorageError, match="RUNBOOK_BOT_MIGRATION_URL") as err:
-        build(Settings.from_env(env))
+        build_cli(Settings.from_env(env))
     assert "\n" not in str(err.value)
 
 
-def test_playbooks_never_see_the_owner_credentials(runtime_ctx: Context, spine_env: dict[str, str],
+def test_playbooks_never_see_the_owner_credentials(runtime_ctx: Spine, spine_env: dict[str, str],
                                                    tmp_path: Path) -> None:
     """RUNBOOK_BOT_MIGRATION_URL (the owner's password) is blanked in a playbook's environment, like DATABASE_URL."""
     runbooks, playbooks = tmp_path / "runbooks", tmp_path / "playbooks"
@@ -159,7 +160,7 @@ def test_playbooks_never_see_the_owner_credentials(runtime_ctx: Context, spine_e
     env = {**spine_env, "DATABASE_URL": runtime_ctx.settings.database_url or "",
            "RUNBOOK_BOT_MIGRATION_URL": runtime_ctx.settings.migration_url or "",
            "RUNBOOK_BOT_RUNBOOKS": str(runbooks), "RUNBOOK_BOT_PLAYBOOKS": str(playbooks)}
-    context = build(Settings.from_env(env))
+    context = build_cli(Settings.from_env(env))
     try:
         context.service.request("peek", {}, op(context, "alice"))
         (done,) = drain(context)

@@ -8,9 +8,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.scheduler import check_staleness
+from bot.spine import Spine
 from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
@@ -26,11 +27,11 @@ def test_chart_with_no_drills_is_written_and_says_so(spine_env: dict[str, str], 
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_stale_drill_is_alerted_once_per_episode(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_stale_drill_is_alerted_once_per_episode(ctx: Spine, spine_env: dict[str, str]) -> None:
     """The alert comes once, not again after a restart; a new episode (a later pass gone stale) alerts again."""
     assert [a for a in check_staleness(ctx) if "nightly" in a], "no drill yet: stale"
     assert check_staleness(ctx) == []
-    restarted = build(Settings.from_env(spine_env))
+    restarted = build_cli(Settings.from_env(spine_env))
     try:
         assert check_staleness(restarted) == []
     finally:
@@ -47,3 +48,17 @@ def test_stale_drill_is_alerted_once_per_episode(ctx: Context, spine_env: dict[s
         row = conn.execute("SELECT count(*) FROM audit_events WHERE action = 'drill_stale_alerted'").fetchone()
     assert row is not None and row[0] == 2
     assert cli(spine_env, "audit", "verify").returncode == 0
+
+
+def test_stale_drill_alerts_go_to_the_sinks_the_scheduler_is_given(ctx: Spine) -> None:
+    """Each new alert reaches every sink passed in (serve passes Slack's notifier); a failing sink does not stop
+    the next, and a later check with other sinks does not repeat the alert to anyone."""
+    received: list[str] = []
+
+    def broken(text: str) -> None:
+        raise RuntimeError("sink down")
+
+    alerts = check_staleness(ctx, alert_sinks=[broken, received.append])
+    assert [a for a in alerts if "nightly" in a] and received == alerts
+    later: list[str] = []
+    assert check_staleness(ctx, alert_sinks=[later.append]) == [] and later == []

@@ -7,14 +7,14 @@ import shutil
 
 import pytest
 
-from bot.app import Context
 from bot.domain.runs import RunState
+from bot.spine import Spine
 from tests.support.spine import drain, op
 
 pytestmark = pytest.mark.slow
 
 
-def test_unwritable_work_dir_fails_the_run_naming_the_path(ctx: Context) -> None:
+def test_unwritable_work_dir_fails_the_run_naming_the_path(ctx: Spine) -> None:
     """An OSError while preparing a run (work dir gone bad, disk full) fails it with the path and why."""
     work = ctx.settings.work_dir
     shutil.rmtree(work)

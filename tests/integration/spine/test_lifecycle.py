@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.app import Context
 from bot.domain.runs import Run, RunState
 from bot.errors import (
     AlreadyDecided,
@@ -21,6 +20,7 @@ from bot.errors import (
     UnknownOperator,
     UnknownRunbook,
 )
+from bot.spine import Spine
 from bot.storage import audit
 from tests.support.spine import drain, op, ran
 from tests.support.waiting import wait_for
@@ -31,14 +31,14 @@ INERT = ["; rm -rf /", "$(id)", "`id`", "{{ lookup('pipe','id') }}", "{% raw %}x
 
 
 
-def _audit_count(ctx: Context) -> int:
+def _audit_count(ctx: Spine) -> int:
     with ctx.db.transaction() as conn:
         row = conn.execute("SELECT count(*) AS n FROM audit_events").fetchone()
     assert row is not None
     return int(row["n"])
 
 
-def test_approved_run_executes_once_and_records_result(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_approved_run_executes_once_and_records_result(ctx: Spine, spine_env: dict[str, str]) -> None:
     """A run approved by another SRE is executed exactly once and its summary and result are stored."""
     res = ctx.service.request("echo", {"target": "api", "message": "hi"}, op(ctx, "alice"), reason="test")
     assert res.run.state is RunState.PENDING_APPROVAL
@@ -57,7 +57,7 @@ def test_approved_run_executes_once_and_records_result(ctx: Context, spine_env: 
 
 
 @pytest.mark.parametrize("value", INERT)
-def test_hostile_values_reach_the_playbook_as_inert_data(ctx: Context, value: str) -> None:
+def test_hostile_values_reach_the_playbook_as_inert_data(ctx: Spine, value: str) -> None:
     """Shell and Jinja syntax in a parameter is passed through unchanged and never evaluated."""
     res = ctx.service.request("selfok", {"target": "x", "message": value}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "alice"))
@@ -68,7 +68,7 @@ def test_hostile_values_reach_the_playbook_as_inert_data(ctx: Context, value: st
 
 
 @pytest.mark.parametrize("value", ["line1\nline2", "abc\u202egnp.exe", "tab\there", "nul\x00"])
-def test_control_and_bidi_characters_are_refused_and_nothing_is_stored(ctx: Context, value: str) -> None:
+def test_control_and_bidi_characters_are_refused_and_nothing_is_stored(ctx: Spine, value: str) -> None:
     """Newlines, right-to-left overrides and other controls are refused before anything is recorded."""
     with pytest.raises(ParameterError):
         ctx.service.request("echo", {"target": "api", "message": value}, op(ctx, "alice"))
@@ -85,33 +85,33 @@ def test_control_and_bidi_characters_are_refused_and_nothing_is_stored(ctx: Cont
     ({"target": "api", "mode": "warp"}, "must be one of fast, slow"),
     ({"target": "api", "loud": "maybe"}, "expected true or false"),
 ])
-def test_bad_parameters_are_refused_with_a_clear_error(ctx: Context, raw: dict[str, str], fragment: str) -> None:
+def test_bad_parameters_are_refused_with_a_clear_error(ctx: Spine, raw: dict[str, str], fragment: str) -> None:
     """Each kind of bad parameter gets one line naming the problem, and no run is created."""
     with pytest.raises(ParameterError, match=fragment):
         ctx.service.request("echo", raw, op(ctx, "alice"))
     assert ctx.service.runs() == []
 
 
-def test_unknown_runbook_names_the_known_ones(ctx: Context) -> None:
+def test_unknown_runbook_names_the_known_ones(ctx: Spine) -> None:
     """An unknown runbook name is refused and the error lists what exists."""
     with pytest.raises(UnknownRunbook, match="Known runbooks: echo, hasty"):
         ctx.service.request("nope", {}, op(ctx, "alice"))
 
 
-def test_unknown_operator_is_refused(ctx: Context) -> None:
+def test_unknown_operator_is_refused(ctx: Spine) -> None:
     """An identity missing from the operators file cannot act."""
     with pytest.raises(UnknownOperator, match="not an operator"):
         ctx.service.directory.operator("mallory")
 
 
-def test_requesters_restriction(ctx: Context) -> None:
+def test_requesters_restriction(ctx: Spine) -> None:
     """A runbook restricted to DBAs refuses an SRE's request and accepts a DBA's."""
     with pytest.raises(NotAllowedToRequest):
         ctx.service.request("restricted", {"target": "x"}, op(ctx, "alice"))
     assert ctx.service.request("restricted", {"target": "x"}, op(ctx, "dave")).run.state is RunState.PENDING_APPROVAL
 
 
-def test_self_approval_is_refused_and_changes_nothing(ctx: Context) -> None:
+def test_self_approval_is_refused_and_changes_nothing(ctx: Spine) -> None:
     """The requester cannot approve their own request unless the runbook allows it."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     before = _audit_count(ctx)
@@ -122,13 +122,13 @@ def test_self_approval_is_refused_and_changes_nothing(ctx: Context) -> None:
     assert _audit_count(ctx) == before
 
 
-def test_self_approval_allowed_when_the_runbook_says_so(ctx: Context) -> None:
+def test_self_approval_allowed_when_the_runbook_says_so(ctx: Spine) -> None:
     """allow_self: true lets the requester's approval count."""
     res = ctx.service.request("selfok", {"target": "x"}, op(ctx, "alice"))
     assert ctx.service.approve(res.run.id, op(ctx, "alice")).state is RunState.QUEUED
 
 
-def test_non_approver_is_refused(ctx: Context) -> None:
+def test_non_approver_is_refused(ctx: Spine) -> None:
     """Someone outside the approver groups cannot approve."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     with pytest.raises(NotAnApprover, match="approvers are group:sre"):
@@ -136,7 +136,7 @@ def test_non_approver_is_refused(ctx: Context) -> None:
     assert ctx.service.get(res.run.id).state is RunState.PENDING_APPROVAL
 
 
-def test_approving_twice(ctx: Context) -> None:
+def test_approving_twice(ctx: Spine) -> None:
     """The same approver approving twice does not count twice; approving a queued run is refused."""
     res = ctx.service.request("quorum", {"target": "a"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))
@@ -148,7 +148,7 @@ def test_approving_twice(ctx: Context) -> None:
         ctx.service.approve(res.run.id, op(ctx, "bob"))
 
 
-def test_deny_ends_the_request_and_it_never_runs(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_deny_ends_the_request_and_it_never_runs(ctx: Spine, spine_env: dict[str, str]) -> None:
     """One deny ends the request as denied; the worker never runs it."""
     res = ctx.service.request("quorum", {"target": "a"}, op(ctx, "alice"))
     ctx.service.approve(res.run.id, op(ctx, "bob"))
@@ -164,7 +164,7 @@ def _wait_until_overdue(run: Run) -> None:
     wait_for(lambda: datetime.now(UTC) > expires_at, timeout=10, what=f"run {run.id}'s ttl to pass")
 
 
-def test_expired_request_cannot_be_approved(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_expired_request_cannot_be_approved(ctx: Spine, spine_env: dict[str, str]) -> None:
     """After its ttl a request is recorded as expired (not denied) and never runs."""
     res = ctx.service.request("shortlived", {"target": "a"}, op(ctx, "alice"))
     _wait_until_overdue(res.run)
@@ -175,7 +175,7 @@ def test_expired_request_cannot_be_approved(ctx: Context, spine_env: dict[str, s
     assert ran(spine_env) == []
 
 
-def test_expiry_sweep(ctx: Context) -> None:
+def test_expiry_sweep(ctx: Spine) -> None:
     """The housekeeping sweep expires overdue requests without anyone clicking."""
     res = ctx.service.request("shortlived", {"target": "a"}, op(ctx, "alice"))
     _wait_until_overdue(res.run)
@@ -183,7 +183,7 @@ def test_expiry_sweep(ctx: Context) -> None:
     assert ctx.service.get(res.run.id).state is RunState.EXPIRED
 
 
-def test_lock_refuses_a_second_request_naming_the_holder(ctx: Context) -> None:
+def test_lock_refuses_a_second_request_naming_the_holder(ctx: Spine) -> None:
     """A second request for the same lock key is refused with the holder's run id."""
     first = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     with pytest.raises(LockHeld, match=f"held by run {first.run.id}"):
@@ -191,14 +191,14 @@ def test_lock_refuses_a_second_request_naming_the_holder(ctx: Context) -> None:
     assert ctx.service.request("echo", {"target": "web"}, op(ctx, "bob")).run.lock_key == "echo/web"
 
 
-def test_lock_is_released_by_a_final_state(ctx: Context) -> None:
+def test_lock_is_released_by_a_final_state(ctx: Spine) -> None:
     """Once the holder ends (here: denied), the same target can be requested again."""
     first = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     ctx.service.deny(first.run.id, op(ctx, "bob"))
     assert ctx.service.request("echo", {"target": "api"}, op(ctx, "alice")).run.state is RunState.PENDING_APPROVAL
 
 
-def test_cancel_pending_and_cancel_finished(ctx: Context) -> None:
+def test_cancel_pending_and_cancel_finished(ctx: Spine) -> None:
     """A pending run can be cancelled by its requester; cancelling a finished run is refused."""
     res = ctx.service.request("echo", {"target": "api"}, op(ctx, "alice"))
     assert ctx.service.cancel(res.run.id, op(ctx, "alice")).state is RunState.CANCELLED
@@ -206,7 +206,7 @@ def test_cancel_pending_and_cancel_finished(ctx: Context) -> None:
         ctx.service.cancel(res.run.id, op(ctx, "alice"))
 
 
-def test_plan_change_after_approval_refuses_the_run(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_plan_change_after_approval_refuses_the_run(ctx: Spine, spine_env: dict[str, str]) -> None:
     """When the check-mode output differs at run time, the run is refused and says why."""
     from pathlib import Path
 
@@ -221,7 +221,7 @@ def test_plan_change_after_approval_refuses_the_run(ctx: Context, spine_env: dic
     assert Path(spine_env["SPINE_TEST_TARGET"]).read_text() == "changed-behind-our-back\n"
 
 
-def test_unchanged_plan_runs(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_unchanged_plan_runs(ctx: Spine, spine_env: dict[str, str]) -> None:
     """With the target as approved, the checked plan matches and the change is applied."""
     from pathlib import Path
 
@@ -232,7 +232,7 @@ def test_unchanged_plan_runs(ctx: Context, spine_env: dict[str, str]) -> None:
     assert Path(spine_env["SPINE_TEST_TARGET"]).read_text() == "new\n"
 
 
-def test_job_timeout_gives_timed_out(ctx: Context) -> None:
+def test_job_timeout_gives_timed_out(ctx: Spine) -> None:
     """A playbook running past the runbook's timeout is stopped and recorded as timed_out."""
     res = ctx.service.request("hasty", {"seconds": "60"}, op(ctx, "alice"))
     drain(ctx)

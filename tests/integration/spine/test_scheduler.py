@@ -9,24 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.scheduler import check_staleness, fire_scheduled, metrics, start
 from bot.scheduler.drills import drill_history
+from bot.spine import Spine
 from tests.support.spine import cli, drain, op
 
 pytestmark = pytest.mark.slow
 FIRE = datetime(2026, 11, 24, 4, 0, tzinfo=UTC)
 
 
-def test_two_replicas_firing_together_start_one_run(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_two_replicas_firing_together_start_one_run(ctx: Spine, spine_env: dict[str, str]) -> None:
     """Two schedulers (two processes' worth of contexts) firing the same slot produce exactly one run."""
-    other = build(Settings.from_env(spine_env))
+    other = build_cli(Settings.from_env(spine_env))
     results: list[int | None] = []
     barrier = threading.Barrier(2)
 
-    def fire(c: Context) -> None:
+    def fire(c: Spine) -> None:
         barrier.wait()
         results.append(fire_scheduled(c, "nightly", FIRE))
 
@@ -46,7 +47,7 @@ def test_two_replicas_firing_together_start_one_run(ctx: Context, spine_env: dic
     assert len(ctx.service.runs()) == 1
 
 
-def test_scheduler_registers_coalescing_jobs_that_request_runs(ctx: Context) -> None:
+def test_scheduler_registers_coalescing_jobs_that_request_runs(ctx: Spine) -> None:
     """Each scheduled runbook is a coalescing, single-instance cron job with an explicit id."""
     handle = start(ctx)
     try:
@@ -61,7 +62,7 @@ def test_scheduler_registers_coalescing_jobs_that_request_runs(ctx: Context) -> 
     assert [(r.runbook, r.state) for r in runs] == [("nightly", RunState.QUEUED)]
 
 
-def test_refused_scheduled_request_is_audited(ctx: Context) -> None:
+def test_refused_scheduled_request_is_audited(ctx: Spine) -> None:
     """A fire that cannot start (target locked) is recorded in the audit trail, not lost silently."""
     held = ctx.service.request("nightly", {}, op(ctx, "alice"))
     assert fire_scheduled(ctx, "nightly", FIRE) is None
@@ -70,7 +71,7 @@ def test_refused_scheduled_request_is_audited(ctx: Context) -> None:
     assert row is not None and f"held by run {held.run.id}" in row["body"]["error"]
 
 
-def test_drill_history_staleness_and_charts(ctx: Context, spine_env: dict[str, str], tmp_path: Path) -> None:
+def test_drill_history_staleness_and_charts(ctx: Spine, spine_env: dict[str, str], tmp_path: Path) -> None:
     """Drills list with RTO/RPO/result; a failed one names its check; staleness clears after a pass."""
     assert [a for a in check_staleness(ctx) if "nightly" in a], "no drill yet: stale"
     assert 'runbook_bot_drill_seconds_since_success{runbook="nightly"} +Inf' in metrics(ctx)

@@ -15,11 +15,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context, build
+from bot.composition import build_cli
 from bot.config import Settings
 from bot.domain.runs import RunState
 from bot.errors import LockHeld, RunbookBotError
 from bot.execution.worker import WorkerPool
+from bot.spine import Spine
 from bot.storage import audit
 from tests.support.paths import ROOT
 from tests.support.pgcluster import PgCluster, make_tmp_dir, remove_tree
@@ -40,7 +41,7 @@ def _sleep_pid(spine_env: dict[str, str], run_id: int, timeout: float = 60) -> i
     return pid
 
 
-def _state_when_final(ctx: Context, run_id: int, pid: int, timeout: float = 60) -> RunState:
+def _state_when_final(ctx: Spine, run_id: int, pid: int, timeout: float = 60) -> RunState:
     """Poll the run until it is final; at the moment it is, its task process must already be gone."""
     final: list[RunState] = []
 
@@ -75,9 +76,9 @@ def _worker(spine_env: dict[str, str], *command: str) -> subprocess.Popen[bytes]
 
 
 @pytest.fixture(params=["cgroup2", "freezer", "environ"])
-def tracked_ctx(request: pytest.FixtureRequest, spine_env: dict[str, str]) -> Iterator[Context]:
+def tracked_ctx(request: pytest.FixtureRequest, spine_env: dict[str, str]) -> Iterator[Spine]:
     """The spine with one way of tracking a run's processes (skipped where the machine lacks it)."""
-    context = build(Settings.from_env({**spine_env, "RUNBOOK_BOT_PROCESS_TRACKING": request.param}))
+    context = build_cli(Settings.from_env({**spine_env, "RUNBOOK_BOT_PROCESS_TRACKING": request.param}))
     try:
         if getattr(context.service.runner, "tracking", request.param) != request.param:
             pytest.skip(f"{request.param} is not usable on this machine")
@@ -87,7 +88,7 @@ def tracked_ctx(request: pytest.FixtureRequest, spine_env: dict[str, str]) -> It
 
 
 def test_cancel_ends_the_task_before_the_run_is_cancelled_and_the_lock_freed(
-        tracked_ctx: Context, spine_env: dict[str, str]) -> None:
+        tracked_ctx: Spine, spine_env: dict[str, str]) -> None:
     """Cancel: the task's sleep is gone when the run shows cancelled; a second run on the lock waits."""
     ctx = tracked_ctx
     res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
@@ -109,7 +110,7 @@ def test_cancel_ends_the_task_before_the_run_is_cancelled_and_the_lock_freed(
     assert not list((ctx.settings.home / "work").iterdir())
 
 
-def test_timeout_ends_the_task_before_the_run_is_timed_out(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_timeout_ends_the_task_before_the_run_is_timed_out(ctx: Spine, spine_env: dict[str, str]) -> None:
     """A runbook timeout (12 s) ends the sleeping task before the run shows timed_out and frees its lock."""
     res = ctx.service.request("tardy", {"seconds": "60"}, op(ctx, "alice"))
     pool = ctx.worker_pool(1)
@@ -129,7 +130,7 @@ def test_timeout_ends_the_task_before_the_run_is_timed_out(ctx: Context, spine_e
     (["serve", "--no-scheduler"], signal.SIGINT),
 ])
 def test_a_signal_to_worker_or_serve_ends_its_runs_and_records_them_interrupted(
-        ctx: Context, spine_env: dict[str, str], command: list[str], sig: signal.Signals) -> None:
+        ctx: Spine, spine_env: dict[str, str], command: list[str], sig: signal.Signals) -> None:
     """SIGTERM/SIGINT of `worker`/`serve`: the task is ended, the run says so (interrupted), then it exits."""
     res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
     worker = _worker(spine_env, *command)
@@ -147,7 +148,7 @@ def test_a_signal_to_worker_or_serve_ends_its_runs_and_records_them_interrupted(
 
 
 def test_kill_9_of_a_worker_the_recovering_worker_ends_the_task_and_removes_secrets(
-        ctx: Context, spine_env: dict[str, str], database_url: str) -> None:
+        ctx: Spine, spine_env: dict[str, str], database_url: str) -> None:
     """kill -9 mid-task: the lock stays held while the task lives; recovery ends it, then frees the lock,
     and no file under RUNBOOK_BOT_HOME holds the secret parameter any more."""
     res = ctx.service.request("sleeper", {"seconds": "120", "token": CANARY}, op(ctx, "alice"))
@@ -185,7 +186,7 @@ def test_kill_9_of_a_worker_the_recovering_worker_ends_the_task_and_removes_secr
     ctx.service.request("sleeper", {"seconds": "0"}, op(ctx, "alice"))  # the lock is free now
 
 
-def test_a_stale_run_of_another_host_keeps_its_lock_and_says_why(ctx: Context, database_url: str) -> None:
+def test_a_stale_run_of_another_host_keeps_its_lock_and_says_why(ctx: Spine, database_url: str) -> None:
     """Only the owning host can see a run's processes: elsewhere the sweeper holds the lock and says so."""
     res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
     with psycopg.connect(database_url) as conn:
@@ -202,7 +203,7 @@ def test_a_stale_run_of_another_host_keeps_its_lock_and_says_why(ctx: Context, d
 
 
 def test_a_stale_run_whose_worker_is_alive_here_is_left_alone(
-        ctx: Context, spine_env: dict[str, str], database_url: str) -> None:
+        ctx: Spine, spine_env: dict[str, str], database_url: str) -> None:
     """Missed heartbeats alone do not make a run lost: while its worker process lives, the sweeper of
     its own host neither ends its processes nor marks it interrupted."""
     res = ctx.service.request("sleeper", {"seconds": "60"}, op(ctx, "alice"))
@@ -243,7 +244,7 @@ def test_database_down_when_the_playbook_ends_the_outcome_is_recorded_later(
         conn.execute(f'CREATE DATABASE "{name}"')
     env = {**spine_env, "DATABASE_URL": own_cluster.dsn(name)}
     monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
-    ctx = build(Settings.from_env(env))
+    ctx = build_cli(Settings.from_env(env))
     pool = ctx.worker_pool(1)
     try:
         res = ctx.service.request("sleeper", {"seconds": "8"}, op(ctx, "alice"))
@@ -276,7 +277,7 @@ def test_an_outcome_kept_by_a_killed_worker_is_recorded_by_the_next_one(
         conn.execute(f'CREATE DATABASE "{name}"')
     env = {**spine_env, "DATABASE_URL": own_cluster.dsn(name)}
     monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
-    ctx = build(Settings.from_env(env))
+    ctx = build_cli(Settings.from_env(env))
     try:
         res = ctx.service.request("sleeper", {"seconds": "8"}, op(ctx, "alice"))
         worker = _worker(env)

@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.app import Context
 from bot.domain.runs import RunState
 from bot.errors import RunbookBotError
+from bot.spine import Spine
 from bot.storage import audit
 from tests.support.paths import ROOT
 from tests.support.spine import cli, op, ran
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 CANARY = "canary-S3cr3t-7f3a9c"
 
 
-def test_three_concurrent_approvals_with_quorum_two_queue_exactly_once(ctx: Context) -> None:
+def test_three_concurrent_approvals_with_quorum_two_queue_exactly_once(ctx: Spine) -> None:
     """Three approvers clicking at once: two approvals count, one run is queued, the third is told why."""
     res = ctx.service.request("quorum", {"target": "a"}, op(ctx, "dave"))
     barrier = threading.Barrier(3)
@@ -49,7 +49,7 @@ def test_three_concurrent_approvals_with_quorum_two_queue_exactly_once(ctx: Cont
     assert actions.count("approved") == 2
 
 
-def test_two_pools_share_the_queue_without_running_anything_twice(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_two_pools_share_the_queue_without_running_anything_twice(ctx: Spine, spine_env: dict[str, str]) -> None:
     """Two worker pools on one database (SKIP LOCKED) execute each queued run exactly once."""
     ids = []
     for target in ("a", "b", "c", "d"):
@@ -66,7 +66,7 @@ def test_two_pools_share_the_queue_without_running_anything_twice(ctx: Context, 
     assert all(ctx.service.get(i).state is RunState.SUCCEEDED for i in ids)
 
 
-def test_cancel_stops_a_running_playbook_within_seconds(ctx: Context) -> None:
+def test_cancel_stops_a_running_playbook_within_seconds(ctx: Spine) -> None:
     """`cancel` on a running run stops the playbook and records cancelled."""
     res = ctx.service.request("sleeper", {"seconds": "120"}, op(ctx, "alice"))
     pool = ctx.worker_pool(1)
@@ -83,7 +83,7 @@ def test_cancel_stops_a_running_playbook_within_seconds(ctx: Context) -> None:
     assert done.duration_seconds is not None and done.duration_seconds < 60
 
 
-def _stdout(ctx: Context, run_id: int) -> str:
+def _stdout(ctx: Spine, run_id: int) -> str:
     path = ctx.settings.artifacts_dir / str(run_id) / "stdout.txt"
     return path.read_text() if path.exists() else ""
 
@@ -97,7 +97,7 @@ def _heartbeat_age(spine_env: dict[str, str], run_id: int) -> float:
     return float(row[0])
 
 
-def test_killed_worker_leaves_an_interrupted_run_that_is_never_rerun(ctx: Context, spine_env: dict[str, str]) -> None:
+def test_killed_worker_leaves_an_interrupted_run_that_is_never_rerun(ctx: Spine, spine_env: dict[str, str]) -> None:
     """kill -9 of the worker mid-run: the next worker marks the run interrupted and does not run it again."""
     res = ctx.service.request("sleeper", {"seconds": "120"}, op(ctx, "alice"))
     env = {**os.environ, **spine_env, "LOGNAME": "alice"}
@@ -120,7 +120,7 @@ def test_killed_worker_leaves_an_interrupted_run_that_is_never_rerun(ctx: Contex
     assert ran(spine_env) == [f"ran sleeper {res.run.id}"]
 
 
-def test_canary_secret_never_appears_anywhere(ctx: Context, spine_env: dict[str, str], database_url: str) -> None:
+def test_canary_secret_never_appears_anywhere(ctx: Spine, spine_env: dict[str, str], database_url: str) -> None:
     """A secret parameter value is absent from CLI output, logs, audit and runs tables, and artifacts."""
     req = cli(spine_env, "-v", "request", "echo", "target=api", f"token={CANARY}", "message=hello")
     assert req.returncode == 0, req.stderr

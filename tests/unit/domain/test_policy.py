@@ -15,7 +15,10 @@ from bot.domain.policy import (
     check_decision,
     check_execution,
     check_request,
+    group_name,
+    groups_named,
     may_request,
+    slack_group_id,
 )
 from bot.errors import (
     AlreadyDecided,
@@ -140,3 +143,18 @@ def test_execution_refuses_events_without_a_valid_mac() -> None:
     with pytest.raises(NotApproved, match="`requested` event's MAC does not match"):
         check_execution(DIR, RB, replace(good, requested_mac_ok=False))
     check_execution(DIR, RB, good)
+
+
+def test_principals_name_groups_and_slack_user_groups() -> None:
+    """`group:NAME` names an operators-file group and `slack-group:ID` a Slack user group; anything else is a name."""
+    assert group_name("group:sre") == "sre" and group_name("alice") is None and group_name("slack-group:S1") is None
+    assert slack_group_id("slack-group:S0SRE") == "S0SRE" and slack_group_id("alice") is None
+
+
+def test_groups_named_by_the_runbooks_and_whether_slack_decides() -> None:
+    """The catalog's groups come from approvers and requesters; only a Slack user group member needs Slack."""
+    other = parse_runbook({"name": "y", "title": "Y", "playbook": "y.yml",
+                           "approval": {"required": 1, "approvers": ["group:dba", "carol"]}}, "", "y.md")
+    assert groups_named([RB, other]) == ["dba", "sre"]
+    assert DIR.needs_slack(RB.approval.requesters) and DIR.needs_slack(["group:sre"])
+    assert not DIR.needs_slack(["group:dba", "dan"]) and not DIR.needs_slack(["group:unknown"])

@@ -16,7 +16,7 @@ from bot.domain.text import check_free_text, visible
 from bot.errors import ParameterError, QuorumUnreachable
 from bot.slack import blocks
 from bot.testing import directory
-from bot.views import approval_status, params_text, run_text, runbook_text
+from bot.text_views import approval_status, params_text, run_text, runbook_text
 
 FORGED = "INC-1\n*Status:* :white_check_mark: approved, queued"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

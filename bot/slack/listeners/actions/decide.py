@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 from bot.domain.ids import parse_run_id
 from bot.errors import RunbookBotError
 from bot.slack import blocks
-from bot.slack.deps import Deps, unknown_user_text
+from bot.slack.deps import Deps, Origin, unknown_user_text
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def make(deps: Deps, decision: str) -> Callable[..., None]:
     def handle(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
-        deps.submit_quick(decide, deps, decision, body, action, client)  # never behind check modes
+        # On the quick lane: never behind check modes.
+        deps.submit_quick(decide, deps, decision, body, action, client, origin=Origin(body, client))
 
     return handle
 

@@ -24,7 +24,7 @@ from bot.domain.params import parse_assignments
 from bot.domain.policy import Operator, check_quorum_reachable, check_request
 from bot.errors import ParameterError, RunbookBotError, StorageError
 from bot.slack import blocks
-from bot.slack.deps import Deps, unknown_user_text
+from bot.slack.deps import Deps, Origin, unknown_user_text
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +42,18 @@ def make(deps: Deps) -> Callable[..., None]:
             return
         ack()
         words = _split(str(command.get("text", "")))
+        origin = Origin(command, client, respond)
         if words and words[0].lower() == "run":
-            deps.submit(answer, deps, command, respond, client)  # check mode: the planning lane
+            deps.submit(answer, deps, command, respond, client, origin=origin)  # check mode: the planning lane
         else:
-            deps.submit_quick(answer, deps, command, respond, client)  # cancel and reads: never behind plans
+            deps.submit_quick(answer, deps, command, respond, client, origin=origin)  # never behind plans
 
     return handle
 
 
 def _needs_slack_api(deps: Deps) -> bool:
     """Does deciding who may request anything involve a Slack user group (a Web API call)?"""
-    groups = deps.service.directory.groups
-    for rb in deps.service.catalog:
-        for principal in rb.approval.requesters:
-            if principal.startswith("group:") and any(
-                    m.startswith("slack-group:") for m in groups.get(principal[len("group:"):], ())):
-                return True
-    return False
+    return any(deps.service.directory.needs_slack(rb.approval.requesters) for rb in deps.service.catalog)
 
 
 def quick_answer(deps: Deps, command: dict[str, Any]) -> blocks.Message | None:
@@ -85,8 +80,8 @@ def quick_answer(deps: Deps, command: dict[str, Any]) -> blocks.Message | None:
         return None  # the database is slow or busy right now: answer through respond() instead
     except RunbookBotError as e:
         return blocks.text_reply(str(e))
-    except Exception:
-        log.exception("/runbook quick answer failed; answering later")
+    except Exception as e:  # noqa: BLE001 - `answer` tries again, and reports a repeated failure (once)
+        log.debug("/runbook quick answer failed (%s); answering later", type(e).__name__)
     return None
 
 
@@ -110,9 +105,6 @@ def answer(deps: Deps, command: dict[str, Any], respond: Respond, client: WebCli
         msg = dispatch(deps, op, words, command, client)
     except RunbookBotError as e:
         msg = blocks.text_reply(str(e))
-    except Exception:
-        log.exception("/runbook failed")
-        msg = blocks.text_reply("internal error: the administrators can find it in the bot's log")
     if msg is not None:
         _reply(respond, msg)
 

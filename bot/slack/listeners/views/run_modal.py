@@ -21,7 +21,7 @@ from bot.domain.params import validate_params
 from bot.domain.text import check_free_text
 from bot.errors import ParameterError, RunbookBotError
 from bot.slack import blocks
-from bot.slack.deps import Deps, unknown_user_text
+from bot.slack.deps import Deps, Origin, unknown_user_text
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def make(deps: Deps) -> Callable[..., None]:
             return
         ack()
         user_id = str((body.get("user") or {}).get("id", ""))
-        deps.submit(submit, deps, rb, raw, reason, user_id, str(meta.get("channel", "")), client)
+        deps.submit(submit, deps, rb, raw, reason, user_id, str(meta.get("channel", "")), client,
+                    origin=Origin(body, client))
 
     return handle
 
