@@ -155,9 +155,12 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
+from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.runbook_module import OperatorError, dispatch  # noqa: E402
 
 MARKER_FILE = ".runbook-bot-drill"
 MARKER_TEXT = "created by runbook-bot pgbackrest_restore_drill; removed when the drill ends\n"
@@ -166,7 +169,7 @@ SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
 TAIL_LINES = 12
 
 
-class CheckFailed(Exception):
+class CheckFailed(OperatorError):
     """A named drill check failed: `check=NAME failed: detail`."""
 
     def __init__(self, failures: list[tuple[str, str]]) -> None:
@@ -234,10 +237,10 @@ class Drill:
         self.m = module
         p = module.params
         self.p = p
-        self.state: dict = dict(p["state"] or {})
+        self.state: dict[str, Any] = dict(p["state"] or {})
         self.state.setdefault("checks", [])
         self.state.setdefault("timings", {})
-        self.checks: list[dict] = []
+        self.checks: list[dict[str, Any]] = []
         self.scratch = os.path.abspath(p["scratch_dir"])
         self.data = os.path.join(self.scratch, "data")
         self.sock = os.path.join(self.scratch, "sock")
@@ -252,7 +255,7 @@ class Drill:
         return argv
 
     def run(self, argv: list[str], timeout: float | None = None, stdin: str | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "LC_ALL": "C", "LANG": "C", **(env or {})}
         full_env.pop("PGPASSWORD", None)
         try:
@@ -269,10 +272,10 @@ class Drill:
             argv.append(f"--config={self.p['pgbackrest_config']}")
         return [*argv, f"--stanza={self.p['stanza']}", *args]
 
-    def pgbackrest(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    def pgbackrest(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         return self.run(self.pgbackrest_argv(*args), timeout=timeout)
 
-    def psql(self, sql: str, dbname: str = "postgres", timeout: float = 600) -> subprocess.CompletedProcess:
+    def psql(self, sql: str, dbname: str = "postgres", timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return self.run([
             os.path.join(self.bin, "psql"), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
             "-h", self.sock, "-p", str(self.p["drill_port"]), "-U", self.p["db_superuser"], "-d", dbname,
@@ -282,7 +285,7 @@ class Drill:
         r = self.psql(sql, dbname)
         if r.returncode != 0:
             raise RuntimeError(tail(r.stderr) or f"psql exited {r.returncode}")
-        return r.stdout.strip("\n")
+        return str(r.stdout).strip("\n")
 
     # -- checks --------------------------------------------------------------------------------------
     def check(self, name: str, ok: bool, detail: str, started: float | None = None) -> bool:
@@ -354,7 +357,7 @@ class Drill:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
     # -- steps ---------------------------------------------------------------------------------------
-    def preflight(self) -> None:
+    def step_preflight(self) -> None:
         p = self.p
         t0 = now()
         self.state.update({
@@ -437,8 +440,8 @@ class Drill:
                 self.check("repo_reachable", True, f"stanza {p['stanza']}: ok, {len(info.get('backup', []))} backups")
         if info is not None:
             backup = self.select_backup(info, kind, target_epoch)
-        if backup is not None:
-            db = next((d for d in info.get("db", []) if d.get("id") == backup["database"]["id"]), {})
+        if backup is not None and info is not None:
+            db: dict[str, Any] = next((d for d in info.get("db", []) if d.get("id") == backup["database"]["id"]), {})
             self.state["backup"] = {
                 "label": backup["label"], "type": backup["type"], "size_bytes": backup["info"]["size"],
                 "repo_size_bytes": backup["info"]["repository"]["size"],
@@ -466,7 +469,7 @@ class Drill:
         plan = self.plan() if not self.failed() else []
         self.finish(plan=plan)
 
-    def select_backup(self, info: dict, kind: str, target_epoch: float | None) -> dict | None:
+    def select_backup(self, info: dict[str, Any], kind: str, target_epoch: float | None) -> dict[str, Any] | None:
         backups = info.get("backup", [])
         if self.p["backup_set"]:
             chosen = next((b for b in backups if b["label"] == self.p["backup_set"]), None)
@@ -488,7 +491,7 @@ class Drill:
             self.check("backup_selected", False, f"backup {chosen['label']} recorded page checksum errors")
             return None
         self.check("backup_selected", True, f"{chosen['label']} ({chosen['type']})")
-        return chosen
+        return chosen  # type: ignore[no-any-return]  # parsed JSON
 
     def plan(self) -> list[str]:
         p, b = self.p, self.state["backup"]
@@ -515,7 +518,7 @@ class Drill:
             lines.append(f"write report {p['report_path']}")
         return lines
 
-    def restore(self) -> None:
+    def step_restore(self) -> None:
         p = self.p
         status = self.scratch_status()
         if status == "ours":
@@ -674,7 +677,7 @@ class Drill:
             self.state["last_replay_epoch"] = datetime.fromisoformat(ts.replace(" ", "T")).timestamp()
             self.state["last_replay_source"] = "recovery log"
 
-    def verify(self) -> None:
+    def step_verify(self) -> None:
         p = self.p
         t0 = now()
         exp = p["expectations"] or {}
@@ -732,7 +735,7 @@ class Drill:
                    f"recovery ended at {end} (segment {end_seg:X}), archive holds up to {amax}"
                    + ("" if end_seg >= a_seg else ": WAL between them is missing or unreadable"), t0)
 
-    def marker_check(self, mk: dict) -> None:
+    def marker_check(self, mk: dict[str, Any]) -> None:
         t0 = now()
         db = mk.get("database", "postgres")
         try:
@@ -745,7 +748,8 @@ class Drill:
         except (RuntimeError, ValueError, KeyError) as e:
             self.check("marker_present", False, f"{db}.{mk.get('table')}: {e}", t0)
 
-    def _compare_tables(self, name: str, items: list, query: str, key: str, mismatch: str, cast=str) -> None:
+    def _compare_tables(self, name: str, items: list[dict[str, Any]], query: str, key: str, mismatch: str,
+                        cast: Callable[[Any], Any] = str) -> None:
         """One check over expected per-table values: run `query` (with {table}) and compare cast(result) with
         cast(it[key]); `mismatch` formats a difference from {got} and {want}."""
         t0 = now()
@@ -764,11 +768,11 @@ class Drill:
                 good += 1
         self.check(name, not bad, "; ".join(bad) if bad else f"{good} tables match", t0)
 
-    def row_count_check(self, items: list) -> None:
+    def row_count_check(self, items: list[dict[str, Any]]) -> None:
         self._compare_tables("row_counts", items, "SELECT count(*) FROM {table}", "count",
                              "{got} rows, expected {want}", cast=int)
 
-    def checksum_check(self, items: list) -> None:
+    def checksum_check(self, items: list[dict[str, Any]]) -> None:
         query = ("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), '')) "
                  "FROM {table} t")
         self._compare_tables("table_checksums", items, query, "md5", "md5 {got}, expected {want}")
@@ -789,7 +793,7 @@ class Drill:
         else:
             self.check("amcheck", True, f"{dbs} databases, heap and all indexes, no corruption", t0)
 
-    def repo_verify(self, r: subprocess.CompletedProcess, t0: float) -> None:
+    def repo_verify(self, r: subprocess.CompletedProcess[str], t0: float) -> None:
         out = r.stdout
         label = self.state.get("backup", {}).get("label")
         # pgbackrest verify exits 0 even when it finds errors: read its report
@@ -810,10 +814,10 @@ class Drill:
         self.check("repo_verify", not problems,
                    "; ".join(dict.fromkeys(problems)) if problems else "pgbackrest verify: status ok", t0)
 
-    def cleanup(self) -> None:
+    def step_cleanup(self) -> None:
         t0 = now()
         status = self.scratch_status()
-        result = {"scratch_status": status}
+        result: dict[str, Any] = {"scratch_status": status}
         if status == "ours":
             try:
                 result["cluster"] = self.stop_cluster()
@@ -828,7 +832,7 @@ class Drill:
         self.state["cleanup"] = result
         self.finish(changed=bool(result.get("removed")))
 
-    def report(self) -> None:
+    def step_report(self) -> None:
         st, p = self.state, self.p
         failure = p["failure"] or ""
         end = now()
@@ -920,7 +924,7 @@ def main() -> None:
         module.exit_json(changed=False, skipped=True, msg="check mode: only preflight runs", drill=drill.state,
                          checks=[])
     try:
-        getattr(drill, step)()
+        dispatch(drill, step)
     except CheckFailed as e:
         drill.checks += [{"name": n, "ok": False, "detail": d} for n, d in e.failures]
         drill.finish()

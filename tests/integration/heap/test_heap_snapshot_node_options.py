@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[3] / "playbooks" / "module_utils" / "heap_snapshot_node.py"
-_spec = importlib.util.spec_from_file_location("heap_snapshot_node", _PATH)
-assert _spec and _spec.loader
-hs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hs)
+from tests.support.module_utils import module_util
 
+hs = module_util("heap_snapshot_node")
 
 def test_flag_after_the_script_is_an_app_argument_not_a_node_option():
     """`node app.js --heapsnapshot-signal=SIGUSR2` passes the flag to the app, so it does not count."""
