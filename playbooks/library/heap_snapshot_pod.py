@@ -9,24 +9,10 @@ import posixpath
 import time
 from typing import Any, BinaryIO
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.heap_snapshot_node import (
-    HEAP_SNAPSHOT_RE,
-    parse_environ,
-    parse_rss,
-    refusal,
-    snapshot_settings,
-    wait_for_snapshot,
-)
-from ansible.module_utils.kube import (
-    HAS_KUBERNETES,
-    ApiException,
-    api_client,
-    api_error,
-    owned_replica_sets,
-    read_deployment,
-)
-from ansible.module_utils.runbook_module import OperatorError, run
+from ansible.module_utils import heap_snapshot_node as node
+from ansible.module_utils import kube
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.runbook_module import OperatorError
 
 DOCUMENTATION = r"""
 ---
@@ -74,17 +60,11 @@ options:
     description: File to delete in the container (V(absent)).
     type: str
   timeout:
-    description: Seconds to wait for a complete snapshot.
-    type: int
-    default: 900
+    description: Seconds to wait for a complete snapshot (as in heap_snapshot_process, default 900).
   poll_interval:
-    description: Seconds between size polls.
-    type: float
-    default: 1.0
+    description: Seconds between size polls (as in heap_snapshot_process).
   stable_polls:
-    description: Unchanged non-zero sizes in a row before the file counts as complete.
-    type: int
-    default: 3
+    description: As in heap_snapshot_process (heap_snapshot_node.POLL_OPTIONS is the spec of both).
   kubeconfig:
     description: Path of a kubeconfig file (default C(K8S_AUTH_KUBECONFIG), then C(KUBECONFIG)).
     type: path
@@ -164,8 +144,7 @@ seconds:
 """
 
 
-if HAS_KUBERNETES:
-    from kubernetes import client as k8s_client
+if kube.HAS_KUBERNETES:
     from kubernetes.stream import stream as k8s_stream
     from kubernetes.stream import ws_client
 
@@ -189,11 +168,11 @@ def _ready(p: Any) -> bool:
 
 def _owned_pods(core: Any, apps: Any, ns: str, dep_name: str) -> list[Any]:
     """Pods selected by the deployment's selector, minus those controlled by another owner's ReplicaSet."""
-    dep = read_deployment(apps, ns, dep_name)
+    dep = kube.read_deployment(apps, ns, dep_name)
     selector = _selector(dep.spec.selector)
     if not selector:
         raise OperatorError(f"deployment {ns}/{dep_name} has an empty selector")
-    mine = {rs.metadata.uid for rs in owned_replica_sets(apps, ns, dep.metadata.uid, label_selector=selector)}
+    mine = {rs.metadata.uid for rs in kube.owned_replica_sets(apps, ns, dep.metadata.uid, label_selector=selector)}
     out = []
     for p in core.list_namespaced_pod(ns, label_selector=selector).items:
         ctrl = [o for o in (p.metadata.owner_references or []) if o.controller]
@@ -208,7 +187,7 @@ def pick_pod(module: AnsibleModule, core: Any, apps: Any) -> Any:
     if name:
         try:
             pod = core.read_namespaced_pod(name, ns)
-        except ApiException as e:
+        except kube.ApiException as e:
             if e.status == 404:
                 raise OperatorError(f"pod {ns}/{name} not found") from None
             raise
@@ -308,10 +287,10 @@ def inspect(ex: Exec, where: str) -> dict[str, Any]:
     raw = ex.check(["cat", "/proc/1/cmdline"], "reading PID 1's command line")
     argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
     rc, environ, _ = ex.run(["cat", "/proc/1/environ"])
-    node_options = parse_environ(environ) if rc == 0 else None
+    node_options = node.parse_environ(environ) if rc == 0 else None
     del environ  # may hold secrets: only NODE_OPTIONS is kept
-    settings = snapshot_settings(argv, node_options)
-    reason = refusal(settings, f"PID 1 ({' '.join(posixpath.basename(a) for a in argv[:1])}) in {where}")
+    settings = node.snapshot_settings(argv, node_options)
+    reason = node.refusal(settings, f"PID 1 ({' '.join(posixpath.basename(a) for a in argv[:1])}) in {where}")
     if reason:
         raise OperatorError(reason)
     cwd = ex.check(["readlink", "/proc/1/cwd"], "reading PID 1's working directory").decode().strip() or "/"
@@ -321,7 +300,7 @@ def inspect(ex: Exec, where: str) -> dict[str, Any]:
         source = f"--diagnostic-dir on the {source}" if source == "command line" else source
     else:
         ddir, source = cwd, "cwd"
-    rss = parse_rss(ex.check(["cat", "/proc/1/status"], "reading PID 1's status").decode("utf-8", "replace"))
+    rss = node.parse_rss(ex.check(["cat", "/proc/1/status"], "reading PID 1's status").decode("utf-8", "replace"))
     rc, df, _ = ex.run(["df", "-Pk", ddir])
     free = -1
     if rc == 0:
@@ -343,11 +322,11 @@ def inspect(ex: Exec, where: str) -> dict[str, Any]:
 
 def _snapshots(ex: Exec, ddir: str) -> set[str]:
     out = ex.check(["ls", "-1a", ddir], f"listing {ddir}")
-    return {n for n in out.decode("utf-8", "replace").splitlines() if HEAP_SNAPSHOT_RE.match(n)}
+    return {n for n in out.decode("utf-8", "replace").splitlines() if node.HEAP_SNAPSHOT_RE.match(n)}
 
 
 class PodDirectory:
-    """The container's diagnostic directory, as wait_for_snapshot polls it (through pod exec)."""
+    """The container's diagnostic directory, as node.wait_for_snapshot polls it (through pod exec)."""
 
     no_file_hint = "can the process write there (read-only root filesystem? mount an emptyDir)?"
 
@@ -374,7 +353,7 @@ def capture(module: AnsibleModule, ex: Exec, info: dict[str, Any]) -> dict[str, 
     started = time.monotonic()
     # sh's builtin kill: node:*-slim images have no kill binary.
     ex.check(["sh", "-c", "kill -USR2 1"], "sending SIGUSR2 to PID 1")
-    snap = wait_for_snapshot(source, started, module.params["timeout"], module.params["poll_interval"],
+    snap = node.wait_for_snapshot(source, started, module.params["timeout"], module.params["poll_interval"],
                              module.params["stable_polls"])
     local = os.path.join(module.params["dest"], posixpath.basename(snap.path))
     with open(local, "wb") as f:
@@ -388,13 +367,13 @@ def capture(module: AnsibleModule, ex: Exec, info: dict[str, Any]) -> dict[str, 
 
 
 def snapshot(module: AnsibleModule) -> dict[str, Any]:
-    api = api_client(module.params["kubeconfig"], module.params["context"])
-    core, apps = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api)
+    k = kube.connect(module)
+    core, apps = k.core, k.apps
     ns = module.params["namespace"]
     if module.params["state"] == "absent":
         pod_name = module.params["pod"]
         path = module.params["path"]
-        if not HEAP_SNAPSHOT_RE.match(posixpath.basename(path)):
+        if not node.HEAP_SNAPSHOT_RE.match(posixpath.basename(path)):
             raise OperatorError(f"refusing to delete {path}: not a heap snapshot file name")
         ex = Exec(core, ns, pod_name, module.params["container"] or "")
         if not module.check_mode:
@@ -424,19 +403,15 @@ def main() -> None:
             "pod_uid": {"type": "str"},
             "dest": {"type": "path"},
             "path": {"type": "str"},
-            "timeout": {"type": "int", "default": 900},
-            "poll_interval": {"type": "float", "default": 1.0},
-            "stable_polls": {"type": "int", "default": 3},
-            "kubeconfig": {"type": "path"},
-            "context": {"type": "str"},
+            **node.POLL_OPTIONS,
+            **kube.CONNECTION_OPTIONS,
         },
         required_one_of=[("pod", "deployment")],
         required_if=[("state", "captured", ("dest",)), ("state", "absent", ("path", "pod"))],
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"))
-    run(module, lambda: snapshot(module), api_error)
+    kube.run_module(module, lambda: snapshot(module))
+
 
 if __name__ == "__main__":
     main()

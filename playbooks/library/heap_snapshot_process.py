@@ -9,15 +9,8 @@ import signal
 import time
 from typing import Any
 
+from ansible.module_utils import heap_snapshot_node as node
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.heap_snapshot_node import (
-    HEAP_SNAPSHOT_RE,
-    parse_environ,
-    parse_rss,
-    refusal,
-    snapshot_settings,
-    wait_for_snapshot,
-)
 from ansible.module_utils.runbook_module import OperatorError, run
 
 DOCUMENTATION = r"""
@@ -207,8 +200,8 @@ def inspect(module: AnsibleModule, pid: int) -> dict[str, Any]:
         environ: bytes | None = _read(f"/proc/{pid}/environ")
     except OSError:
         environ = None
-    settings = snapshot_settings(argv, parse_environ(environ) if environ is not None else None)
-    reason = refusal(settings, what)
+    settings = node.snapshot_settings(argv, node.parse_environ(environ) if environ is not None else None)
+    reason = node.refusal(settings, what)
     if reason:
         if environ is None and settings["signal"] is None:
             reason += f" (could not read /proc/{pid}/environ: run as the process's user or root)"
@@ -224,7 +217,7 @@ def inspect(module: AnsibleModule, pid: int) -> dict[str, Any]:
     else:
         ddir, source = cwd, "cwd"
     try:
-        rss = parse_rss(_read(f"/proc/{pid}/status").decode("utf-8", "replace"))
+        rss = node.parse_rss(_read(f"/proc/{pid}/status").decode("utf-8", "replace"))
         st = os.statvfs(ddir)
     except OSError as e:
         raise OperatorError(f"cannot inspect {what} or its diagnostic dir {ddir}: {e}") from None
@@ -243,7 +236,7 @@ def inspect(module: AnsibleModule, pid: int) -> dict[str, Any]:
 
 
 class HostDirectory:
-    """The process's diagnostic directory on this host, as wait_for_snapshot polls it."""
+    """The process's diagnostic directory on this host, as node.wait_for_snapshot polls it."""
 
     no_file_hint = "can the process write there?"
 
@@ -252,7 +245,7 @@ class HostDirectory:
         self.before = self._snapshots()
 
     def _snapshots(self) -> set[str]:
-        return {n for n in os.listdir(self.directory) if HEAP_SNAPSHOT_RE.match(n)}
+        return {n for n in os.listdir(self.directory) if node.HEAP_SNAPSHOT_RE.match(n)}
 
     def new_file(self) -> str | None:
         new = sorted(self._snapshots() - self.before)
@@ -286,7 +279,7 @@ def capture(module: AnsibleModule, info: dict[str, Any]) -> dict[str, Any]:
     except OSError as e:
         raise OperatorError(f"cannot signal pid {pid}: {e}", **info) from None
     try:
-        snap = wait_for_snapshot(source, started, module.params["timeout"], module.params["poll_interval"],
+        snap = node.wait_for_snapshot(source, started, module.params["timeout"], module.params["poll_interval"],
                                  module.params["stable_polls"])
     except OperatorError as e:
         raise OperatorError(str(e), **{**info, **e.fields}) from None
@@ -308,9 +301,7 @@ def main() -> None:
             "process_match": {"type": "str"},
             "state": {"type": "str", "choices": ["inspected", "captured"], "default": "inspected"},
             "start_time": {"type": "str"},
-            "timeout": {"type": "int", "default": 900},
-            "poll_interval": {"type": "float", "default": 1.0},
-            "stable_polls": {"type": "int", "default": 3},
+            **node.POLL_OPTIONS,
         },
         mutually_exclusive=[("pid", "process_match")],
         required_one_of=[("pid", "process_match")],

@@ -7,19 +7,9 @@ import copy
 import time
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.kube import (
-    HAS_KUBERNETES,
-    ApiException,
-    api_client,
-    api_error,
-    owned_replica_sets,
-    read_deployment,
-)
-from ansible.module_utils.runbook_module import OperatorError, run
-
-if HAS_KUBERNETES:
-    from kubernetes import client
+from ansible.module_utils import kube
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.runbook_module import OperatorError
 
 DOCUMENTATION = r"""
 ---
@@ -215,15 +205,15 @@ def roll_back(module: AnsibleModule) -> dict[str, Any]:
     p = module.params
     ns, name = p["namespace"], p["name"]
     ref = f"{ns}/{name}"
-    api = api_client(p["kubeconfig"], p["context"])
-    apps = client.AppsV1Api(api)
-    to_dict = api.sanitize_for_serialization
-    dep = to_dict(read_deployment(apps, ns, name))
+    k = kube.connect(module)
+    apps = k.apps
+    to_dict = k.api.sanitize_for_serialization
+    dep = to_dict(kube.read_deployment(apps, ns, name))
     if dep["spec"].get("paused"):
         raise OperatorError(f"Deployment {ref} is paused; resume it before rolling back (kubectl refuses too)")
     current = revision(dep)
     uid = dep["metadata"]["uid"]
-    owned = [to_dict(rs) for rs in owned_replica_sets(apps, ns, uid)]
+    owned = [to_dict(rs) for rs in kube.owned_replica_sets(apps, ns, uid)]
     by_rev = {revision(rs): rs for rs in owned if revision(rs) > 0}
     revisions = sorted(by_rev)
     if current == 0:
@@ -274,7 +264,7 @@ def roll_back(module: AnsibleModule) -> dict[str, Any]:
     ]
     try:
         apps.patch_namespaced_deployment(name, ns, patch)
-    except ApiException as exc:
+    except kube.ApiException as exc:
         if exc.status in (409, 422):
             raise OperatorError(
                 f"Deployment {ref} changed while rolling back; nothing was patched, run the rollback again"
@@ -310,14 +300,12 @@ def main() -> None:
             "wait": {"type": "bool", "default": True},
             "wait_timeout": {"type": "int", "default": 300},
             "wait_sleep": {"type": "float", "default": 1.0},
-            "kubeconfig": {"type": "path"},
-            "context": {"type": "str"},
+            **kube.CONNECTION_OPTIONS,
         },
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"))
-    run(module, lambda: roll_back(module), api_error)
+    kube.run_module(module, lambda: roll_back(module))
+
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -308,30 +308,18 @@ class Finder:
         facts: dict[str, Any] = {"last_event_time": None, "wft_failure": "", "reset_event_id": 0}
         last_completed = 0
         first_scheduled = 0
-        token = b""
         # Newest first: the last event, the workflow task failures after the last completed task, and the
         # last completed task itself (LastWorkflowTask) are all near the end of the history.
-        while True:
-            resp = await self.svc.get_workflow_execution_history_reverse(
-                GetWorkflowExecutionHistoryReverseRequest(
-                    namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
-                ),
-                retry=True,
-                timeout=self.timeout,
-            )
-            for event in resp.history.events:
-                if facts["last_event_time"] is None:
-                    facts["last_event_time"] = _ts(event.event_time)
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                    last_completed = event.event_id
-                    break
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED and not facts["wft_failure"]:
-                    facts["wft_failure"] = _short(event.workflow_task_failed_event_attributes.failure.message)
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
-                    first_scheduled = event.event_id
-            token = resp.next_page_token
-            if last_completed or not token:
+        async for event in self._events(execution, newest_first=True):
+            if facts["last_event_time"] is None:
+                facts["last_event_time"] = _ts(event.event_time)
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                last_completed = event.event_id
                 break
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED and not facts["wft_failure"]:
+                facts["wft_failure"] = _short(event.workflow_task_failed_event_attributes.failure.message)
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                first_scheduled = event.event_id
         if self.p["reset_type"] == "FirstWorkflowTask":
             first_completed = await self._first_completed(execution)
             facts["reset_event_id"] = first_completed or (first_scheduled + 1 if first_scheduled else 0)
@@ -340,21 +328,36 @@ class Finder:
         return facts
 
     async def _first_completed(self, execution: Any) -> int:
+        async for event in self._events(execution, newest_first=False):
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                return int(event.event_id)
+        return 0
+
+    async def _events(self, execution: Any, newest_first: bool) -> AsyncIterator[Any]:
+        """The execution's history events, a page at a time (pages are fetched as the caller reads on)."""
         token = b""
         while True:
-            resp = await self.svc.get_workflow_execution_history(
-                GetWorkflowExecutionHistoryRequest(
-                    namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
-                ),
-                retry=True,
-                timeout=self.timeout,
-            )
+            if newest_first:
+                resp = await self.svc.get_workflow_execution_history_reverse(
+                    GetWorkflowExecutionHistoryReverseRequest(
+                        namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
+                    ),
+                    retry=True,
+                    timeout=self.timeout,
+                )
+            else:
+                resp = await self.svc.get_workflow_execution_history(
+                    GetWorkflowExecutionHistoryRequest(
+                        namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
+                    ),
+                    retry=True,
+                    timeout=self.timeout,
+                )
             for event in resp.history.events:
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                    return int(event.event_id)
+                yield event
             token = resp.next_page_token
             if not token:
-                return 0
+                return
 
     # ----- evaluation ------------------------------------------------------------------------------
     async def evaluate(self, workflow_id: str, run_id: str, explicit: bool) -> dict[str, Any] | None:

@@ -36,6 +36,13 @@ _VALUE_OPTIONS = {
 # After these, the rest of argv is the program, not Node options.
 _STOP_OPTIONS = {"--", "-e", "--eval", "-p", "--print", "-"}
 
+# Argument spec entries of both heap snapshot modules: how wait_for_snapshot polls.
+POLL_OPTIONS: dict[str, dict[str, object]] = {
+    "timeout": {"type": "int", "default": 900},
+    "poll_interval": {"type": "float", "default": 1.0},
+    "stable_polls": {"type": "int", "default": 3},
+}
+
 HEAP_SNAPSHOT_RE = re.compile(r"^Heap\.[0-9A-Za-z._-]*\.heapsnapshot$")
 
 

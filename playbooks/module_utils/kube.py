@@ -7,11 +7,20 @@ interpreter; `HAS_KUBERNETES` says whether it is there (modules report `missing_
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
-from ansible.module_utils.runbook_module import OperatorError
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.runbook_module import OperatorError, run
 
-__all__ = ["HAS_KUBERNETES", "ApiException", "api_client", "api_error", "owned_replica_sets", "read_deployment"]
+__all__ = [
+    "CONNECTION_OPTIONS", "HAS_KUBERNETES", "ApiException", "Kube", "api_client", "api_error", "connect",
+    "owned_replica_sets", "read_deployment", "run_module",
+]
+
+# Argument spec entries every Kubernetes module takes (passed on to api_client).
+CONNECTION_OPTIONS: dict[str, dict[str, Any]] = {"kubeconfig": {"type": "path"}, "context": {"type": "str"}}
 
 try:
     from kubernetes import client, config
@@ -47,6 +56,21 @@ def api_client(kubeconfig: str | None, context: str | None) -> Any:
     return client.ApiClient()
 
 
+@dataclass(frozen=True)
+class Kube:
+    """The API client and the two API groups the modules use."""
+
+    api: Any  # kubernetes.client.ApiClient (sanitize_for_serialization turns objects into JSON dicts)
+    core: Any  # CoreV1Api
+    apps: Any  # AppsV1Api
+
+
+def connect(module: AnsibleModule) -> Kube:
+    """Kube for the module's kubeconfig/context options (CONNECTION_OPTIONS)."""
+    api = api_client(module.params["kubeconfig"], module.params["context"])
+    return Kube(api, client.CoreV1Api(api), client.AppsV1Api(api))
+
+
 def read_deployment(apps: Any, namespace: str, name: str) -> Any:
     """The Deployment object; a 404 is an OperatorError `Deployment ns/name not found`."""
     try:
@@ -72,3 +96,10 @@ def api_error(exc: Exception) -> OperatorError | None:
     if isinstance(exc, ApiException):
         return OperatorError(f"Kubernetes API error {exc.status} {exc.reason}: {exc.body}")
     return None
+
+
+def run_module(module: AnsibleModule, body: Callable[[], Mapping[str, Any]]) -> NoReturn:
+    """runbook_module.run for a Kubernetes module: refuses without the client, reports API errors."""
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"))
+    run(module, body, api_error)
