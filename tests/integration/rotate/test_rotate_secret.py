@@ -16,12 +16,14 @@ import pytest
 
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.integration.rotate.conftest import REPO, Scenario, deployment, failed_msgs
+from tests.support.module_utils import module_util
 
 pytestmark = pytest.mark.slow
 
 
 def load_module() -> Any:
     """The secret_rotation Ansible module as a Python module (for its token derivation)."""
+    module_util("runbook_module")  # puts playbooks/module_utils where `ansible.module_utils.*` is found
     spec = importlib.util.spec_from_file_location(
         "secret_rotation", REPO / "playbooks" / "library" / "secret_rotation.py")
     assert spec and spec.loader
