@@ -45,8 +45,11 @@ demo-down: $(STAMP)
 	@$(VENV)/bin/runbook-bot demo down
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bot tests bench
+	$(VENV)/bin/ruff check bot tests bench playbooks
 	$(VENV)/bin/mypy bot
+	# The Ansible modules, with playbooks/module_utils as ansible.module_utils.* (pyproject.toml mypy_path).
+	$(VENV)/bin/mypy playbooks/library
+	$(VENV)/bin/runbook-bot specs
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ansible-lint --profile production --offline -q playbooks/
 

@@ -42,7 +42,7 @@ def playbook_files(playbook: Path) -> list[Path]:
     root = playbook.parent
     stem = playbook.stem
     files = {playbook}
-    for sub in ("library", "module_utils"):
+    for sub in ("library", "module_utils", "tasks/common"):
         d = root / sub
         if d.is_dir():
             files.update(f for f in d.rglob("*") if f.is_file() and "__pycache__" not in f.parts)

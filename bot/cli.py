@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_parser("down", help="stop anything of the demo that still runs and remove it")
     d.add_parser("status", help="say whether the demo is set up and where")
 
+    s = sub.add_parser("specs", help="compare playbooks/argument_specs with the runbook front matter (exit 1 on drift)")
+    s.add_argument("--write", action="store_true", help="rewrite the argument spec files that drifted")
     s = sub.add_parser("drills", help="restore drill history (RTO, RPO, result)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.add_argument("--chart", default=None, metavar="PNG",
@@ -165,6 +167,26 @@ def _init_needs(settings: Settings) -> tuple[list[str], int]:
                           "from the project directory or set RUNBOOK_BOT_RUNBOOKS; nothing was written") from None
     need = max((rb.approval.required for rb in catalog if not rb.approval.allow_self), default=1)
     return groups_named(catalog), max(need, 1)
+
+
+def _cmd_specs(settings: Settings, write: bool, out: TextIO) -> int:
+    """Print how the argument specs differ from what the front matter says (exit 1), or --write them."""
+    from bot import specs
+    from bot.catalog_files import load_catalog
+    files = specs.spec_files(load_catalog(settings.runbooks_dir, settings.playbooks_dir), settings.playbooks_dir)
+    if write:
+        for path in specs.write(files):
+            out.write(f"wrote {path}\n")
+        return 0
+    drifted = [f for f in files if f.drifted]
+    for f in drifted:
+        out.write(f.diff())
+    if drifted:
+        out.write(f"{len(drifted)} argument spec file(s) differ from the front matter:"
+                  " run `runbook-bot specs --write`\n")
+        return 1
+    out.write(f"{len(files)} argument spec files match the front matter\n")
+    return 0
 
 
 def _cmd_init(settings: Settings, force: bool, out: TextIO) -> int:
@@ -505,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.verb == "init":
             return _cmd_init(settings, args.force, sys.stdout)
+        if args.verb == "specs":
+            return _cmd_specs(settings, args.write, sys.stdout)
         if args.verb == "db":
             return _cmd_db(settings, args.db_verb, sys.stdout)
         if args.verb == "demo":

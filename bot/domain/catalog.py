@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot.domain.durations import parse_duration
+from bot.domain.patterns import resolve as resolve_pattern
 from bot.errors import CatalogError, UnknownRunbook
 
 ParamType = Literal["str", "int", "bool", "choice"]
@@ -136,7 +137,9 @@ def _parse_parameter(name: str, spec: Any, source: str) -> Parameter:
     if "pattern" in spec:
         _expect(ptype == "str", source, f"{key}.pattern", "only str parameters take a pattern")
         try:
-            pattern = re.compile(str(spec["pattern"]))
+            pattern = re.compile(resolve_pattern(str(spec["pattern"])))
+        except KeyError as e:
+            raise CatalogError(source, f"{key}.pattern", str(e.args[0])) from None
         except re.error as e:
             raise CatalogError(source, f"{key}.pattern", f"bad regular expression: {e}") from None
     for bound in ("min", "max"):

@@ -7,18 +7,12 @@ import json
 import os
 import posixpath
 import time
-import traceback
+from typing import Any, BinaryIO
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.heap_snapshot_node import (
-    APPEAR_SECONDS,
-    HEAP_SNAPSHOT_RE,
-    looks_complete,
-    parse_environ,
-    parse_rss,
-    refusal,
-    snapshot_settings,
-)
+from ansible.module_utils import heap_snapshot_node as node
+from ansible.module_utils import kube
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.runbook_module import OperatorError
 
 DOCUMENTATION = r"""
 ---
@@ -66,17 +60,11 @@ options:
     description: File to delete in the container (V(absent)).
     type: str
   timeout:
-    description: Seconds to wait for a complete snapshot.
-    type: int
-    default: 900
+    description: Seconds to wait for a complete snapshot (as in heap_snapshot_process, default 900).
   poll_interval:
-    description: Seconds between size polls.
-    type: float
-    default: 1.0
+    description: Seconds between size polls (as in heap_snapshot_process).
   stable_polls:
-    description: Unchanged non-zero sizes in a row before the file counts as complete.
-    type: int
-    default: 3
+    description: As in heap_snapshot_process (heap_snapshot_node.POLL_OPTIONS is the spec of both).
   kubeconfig:
     description: Path of a kubeconfig file (default C(K8S_AUTH_KUBECONFIG), then C(KUBECONFIG)).
     type: path
@@ -156,42 +144,12 @@ seconds:
 """
 
 
-try:
-    from kubernetes import client as k8s_client
-    from kubernetes import config as k8s_config
-    from kubernetes.client.rest import ApiException
+if kube.HAS_KUBERNETES:
     from kubernetes.stream import stream as k8s_stream
     from kubernetes.stream import ws_client
 
-    HAS_K8S = True
-    K8S_ERR = None
-except ImportError:
-    HAS_K8S = False
-    K8S_ERR = traceback.format_exc()
 
-
-class Fail(Exception):
-    pass
-
-
-def load_client(module: AnsibleModule):
-    kubeconfig = module.params["kubeconfig"] or os.environ.get("K8S_AUTH_KUBECONFIG") or None
-    context = module.params["context"] or os.environ.get("K8S_AUTH_CONTEXT") or None
-    default = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
-    try:
-        if kubeconfig or os.path.exists(default):
-            cfg = k8s_client.Configuration()
-            k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
-        else:
-            k8s_config.load_incluster_config()
-            cfg = k8s_client.Configuration.get_default_copy()
-    except (k8s_config.ConfigException, OSError) as e:
-        raise Fail(f"no usable Kubernetes configuration (K8S_AUTH_KUBECONFIG, KUBECONFIG, ~/.kube/config "
-                   f"or in-cluster): {e}") from None
-    return k8s_client.ApiClient(cfg)
-
-
-def _selector(sel) -> str:
+def _selector(sel: Any) -> str:
     parts = [f"{k}={v}" for k, v in sorted((sel.match_labels or {}).items())]
     for e in sel.match_expressions or []:
         vals = ",".join(e.values or [])
@@ -200,30 +158,21 @@ def _selector(sel) -> str:
     return ",".join(parts)
 
 
-def _ready(p) -> bool:
-    return (
+def _ready(p: Any) -> bool:
+    return bool(
         p.metadata.deletion_timestamp is None
         and (p.status.phase if p.status else None) == "Running"
         and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
     )
 
 
-def _owned_pods(core, apps, ns: str, dep_name: str):
+def _owned_pods(core: Any, apps: Any, ns: str, dep_name: str) -> list[Any]:
     """Pods selected by the deployment's selector, minus those controlled by another owner's ReplicaSet."""
-    try:
-        dep = apps.read_namespaced_deployment(dep_name, ns)
-    except ApiException as e:
-        if e.status == 404:
-            raise Fail(f"deployment {ns}/{dep_name} not found") from None
-        raise
+    dep = kube.read_deployment(apps, ns, dep_name)
     selector = _selector(dep.spec.selector)
     if not selector:
-        raise Fail(f"deployment {ns}/{dep_name} has an empty selector")
-    mine = {
-        rs.metadata.uid
-        for rs in apps.list_namespaced_replica_set(ns, label_selector=selector).items
-        if any(o.uid == dep.metadata.uid for o in (rs.metadata.owner_references or []))
-    }
+        raise OperatorError(f"deployment {ns}/{dep_name} has an empty selector")
+    mine = {rs.metadata.uid for rs in kube.owned_replica_sets(apps, ns, dep.metadata.uid, label_selector=selector)}
     out = []
     for p in core.list_namespaced_pod(ns, label_selector=selector).items:
         ctrl = [o for o in (p.metadata.owner_references or []) if o.controller]
@@ -233,47 +182,47 @@ def _owned_pods(core, apps, ns: str, dep_name: str):
     return out
 
 
-def pick_pod(module, core, apps):
+def pick_pod(module: AnsibleModule, core: Any, apps: Any) -> Any:
     ns, name, dep = module.params["namespace"], module.params["pod"], module.params["deployment"]
     if name:
         try:
             pod = core.read_namespaced_pod(name, ns)
-        except ApiException as e:
+        except kube.ApiException as e:
             if e.status == 404:
-                raise Fail(f"pod {ns}/{name} not found") from None
+                raise OperatorError(f"pod {ns}/{name} not found") from None
             raise
         if dep and pod.metadata.uid not in {p.metadata.uid for p in _owned_pods(core, apps, ns, dep)}:
-            raise Fail(f"pod {ns}/{name} does not belong to deployment {ns}/{dep}")
+            raise OperatorError(f"pod {ns}/{name} does not belong to deployment {ns}/{dep}")
         if (pod.status.phase if pod.status else None) != "Running" or pod.metadata.deletion_timestamp:
-            raise Fail(f"pod {ns}/{name} is not running (phase {pod.status.phase if pod.status else '?'})")
+            raise OperatorError(f"pod {ns}/{name} is not running (phase {pod.status.phase if pod.status else '?'})")
         return pod
     if not dep:
-        raise Fail("give pod or deployment")
+        raise OperatorError("give pod or deployment")
     pods = _owned_pods(core, apps, ns, dep)
     ready = [p for p in pods if _ready(p)]
     if not ready:
-        raise Fail(f"deployment {ns}/{dep} has no Ready pod ({len(pods)} pods in total)")
+        raise OperatorError(f"deployment {ns}/{dep} has no Ready pod ({len(pods)} pods in total)")
     return max(ready, key=lambda p: (p.metadata.creation_timestamp, p.metadata.name))
 
 
-def pick_container(module, pod) -> str:
-    names = [c.name for c in pod.spec.containers]
+def pick_container(module: AnsibleModule, pod: Any) -> str:
+    names: list[str] = [c.name for c in pod.spec.containers]
     want = module.params["container"]
     if want:
         if want not in names:
-            raise Fail(f"pod {pod.metadata.name} has no container {want!r} (containers: {', '.join(names)})")
-        return want
+            raise OperatorError(f"pod {pod.metadata.name} has no container {want!r} (containers: {', '.join(names)})")
+        return str(want)
     default = (pod.metadata.annotations or {}).get("kubectl.kubernetes.io/default-container")
-    return default if default in names else names[0]
+    return str(default) if default in names else names[0]
 
 
 class Exec:
     """Run argv in one container through the exec websocket; output is bytes, never decoded."""
 
-    def __init__(self, core, ns: str, pod: str, container: str):
+    def __init__(self, core: Any, ns: str, pod: str, container: str) -> None:
         self.core, self.ns, self.pod, self.container = core, ns, pod, container
 
-    def run(self, argv: list[str], out=None, timeout: float = 120) -> tuple[int, bytes, bytes]:
+    def run(self, argv: list[str], out: BinaryIO | None = None, timeout: float = 120) -> tuple[int, bytes, bytes]:
         resp = k8s_stream(
             self.core.connect_get_namespaced_pod_exec, self.pod, self.ns, container=self.container,
             command=argv, stdin=False, stdout=True, stderr=True, tty=False,
@@ -299,7 +248,7 @@ class Exec:
         try:
             while resp.is_open():
                 if time.monotonic() > deadline:
-                    raise Fail(f"exec {argv[0]} in {self.ns}/{self.pod} timed out after {timeout} s")
+                    raise OperatorError(f"exec {argv[0]} in {self.ns}/{self.pod} timed out after {timeout} s")
                 resp.update(timeout=1)
                 drain()
             drain()
@@ -329,21 +278,21 @@ class Exec:
     def check(self, argv: list[str], what: str) -> bytes:
         rc, out, err = self.run(argv)
         if rc != 0:
-            raise Fail(f"{what} failed in {self.ns}/{self.pod} ({' '.join(argv)}: rc {rc}: "
-                       f"{err.decode('utf-8', 'replace').strip()[:300]})")
+            raise OperatorError(f"{what} failed in {self.ns}/{self.pod} ({' '.join(argv)}: rc {rc}: "
+                                f"{err.decode('utf-8', 'replace').strip()[:300]})")
         return out
 
 
-def inspect(ex: Exec, where: str) -> dict:
+def inspect(ex: Exec, where: str) -> dict[str, Any]:
     raw = ex.check(["cat", "/proc/1/cmdline"], "reading PID 1's command line")
     argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
     rc, environ, _ = ex.run(["cat", "/proc/1/environ"])
-    node_options = parse_environ(environ) if rc == 0 else None
+    node_options = node.parse_environ(environ) if rc == 0 else None
     del environ  # may hold secrets: only NODE_OPTIONS is kept
-    settings = snapshot_settings(argv, node_options)
-    reason = refusal(settings, f"PID 1 ({' '.join(posixpath.basename(a) for a in argv[:1])}) in {where}")
+    settings = node.snapshot_settings(argv, node_options)
+    reason = node.refusal(settings, f"PID 1 ({' '.join(posixpath.basename(a) for a in argv[:1])}) in {where}")
     if reason:
-        raise Fail(reason)
+        raise OperatorError(reason)
     cwd = ex.check(["readlink", "/proc/1/cwd"], "reading PID 1's working directory").decode().strip() or "/"
     ddir, source = settings["diagnostic_dir"], settings["diagnostic_dir_source"]
     if ddir:
@@ -351,7 +300,7 @@ def inspect(ex: Exec, where: str) -> dict:
         source = f"--diagnostic-dir on the {source}" if source == "command line" else source
     else:
         ddir, source = cwd, "cwd"
-    rss = parse_rss(ex.check(["cat", "/proc/1/status"], "reading PID 1's status").decode("utf-8", "replace"))
+    rss = node.parse_rss(ex.check(["cat", "/proc/1/status"], "reading PID 1's status").decode("utf-8", "replace"))
     rc, df, _ = ex.run(["df", "-Pk", ddir])
     free = -1
     if rc == 0:
@@ -373,48 +322,74 @@ def inspect(ex: Exec, where: str) -> dict:
 
 def _snapshots(ex: Exec, ddir: str) -> set[str]:
     out = ex.check(["ls", "-1a", ddir], f"listing {ddir}")
-    return {n for n in out.decode("utf-8", "replace").splitlines() if HEAP_SNAPSHOT_RE.match(n)}
+    return {n for n in out.decode("utf-8", "replace").splitlines() if node.HEAP_SNAPSHOT_RE.match(n)}
 
 
-def capture(module, ex: Exec, info: dict) -> dict:
-    ddir = info["diagnostic_dir"]
-    before = _snapshots(ex, ddir)
+class PodDirectory:
+    """The container's diagnostic directory, as node.wait_for_snapshot polls it (through pod exec)."""
+
+    no_file_hint = "can the process write there (read-only root filesystem? mount an emptyDir)?"
+
+    def __init__(self, ex: Exec, directory: str) -> None:
+        self.ex, self.directory = ex, directory
+        self.before = _snapshots(ex, directory)
+
+    def new_file(self) -> str | None:
+        new = sorted(_snapshots(self.ex, self.directory) - self.before)
+        return posixpath.join(self.directory, new[-1]) if new else None
+
+    def size(self, path: str) -> int:
+        return int(self.ex.check(["stat", "-c", "%s", path], f"measuring {path}").strip())
+
+    def tail(self, path: str) -> bytes:
+        return self.ex.check(["tail", "-c", "64", path], f"reading {path}")
+
+    def check_alive(self, path: str | None) -> None:
+        """PID 1 of a container: when it exits the container restarts and exec fails on its own."""
+
+
+def capture(module: AnsibleModule, ex: Exec, info: dict[str, Any]) -> dict[str, Any]:
+    source = PodDirectory(ex, info["diagnostic_dir"])
     started = time.monotonic()
     # sh's builtin kill: node:*-slim images have no kill binary.
     ex.check(["sh", "-c", "kill -USR2 1"], "sending SIGUSR2 to PID 1")
-    deadline = started + module.params["timeout"]
-    interval, needed = module.params["poll_interval"], module.params["stable_polls"]
-    appear_by = started + min(APPEAR_SECONDS, module.params["timeout"])
-    path, last, stable, changed_at = None, -1, 0, started
-    while time.monotonic() < deadline:
-        time.sleep(interval)
-        if path is None:
-            new = sorted(_snapshots(ex, ddir) - before)
-            if new:
-                path = posixpath.join(ddir, new[-1])
-            elif time.monotonic() > appear_by:
-                raise Fail(f"no heap snapshot file appeared in {ddir} within {APPEAR_SECONDS} s of SIGUSR2: "
-                           "can the process write there (read-only root filesystem? mount an emptyDir)?")
-            continue
-        size = int(ex.check(["stat", "-c", "%s", path], f"measuring {path}").strip())
-        if size != last:
-            changed_at = time.monotonic()
-        stable = stable + 1 if size == last and size > 0 else 0
-        last = size
-        if stable >= needed and looks_complete(ex.check(["tail", "-c", "64", path], f"reading {path}")):
-            # signal until the file stopped growing: about how long the process was frozen
-            seconds = round(changed_at - started, 3)
-            local = os.path.join(module.params["dest"], posixpath.basename(path))
-            with open(local, "wb") as f:
-                rc, _, err = ex.run(["cat", path], out=f, timeout=module.params["timeout"])
-            copied = os.path.getsize(local)
-            if rc != 0 or copied != size:
-                raise Fail(f"copying {path} out of the pod failed (rc {rc}, {copied} of {size} bytes): "
-                           f"{err.decode('utf-8', 'replace').strip()[:300]}; the file is still in the pod")
-            return {"path": path, "name": posixpath.basename(path), "local_path": local, "size": size,
-                    "seconds": seconds}
-    raise Fail(f"no complete heap snapshot after {module.params['timeout']} s"
-               + (f" ({path} is {last} bytes)" if path else f" (no new .heapsnapshot in {ddir})"))
+    snap = node.wait_for_snapshot(source, started, module.params["timeout"], module.params["poll_interval"],
+                             module.params["stable_polls"])
+    local = os.path.join(module.params["dest"], posixpath.basename(snap.path))
+    with open(local, "wb") as f:
+        rc, _, err = ex.run(["cat", snap.path], out=f, timeout=module.params["timeout"])
+    copied = os.path.getsize(local)
+    if rc != 0 or copied != snap.size:
+        raise OperatorError(f"copying {snap.path} out of the pod failed (rc {rc}, {copied} of {snap.size} bytes): "
+                            f"{err.decode('utf-8', 'replace').strip()[:300]}; the file is still in the pod")
+    return {"path": snap.path, "name": posixpath.basename(snap.path), "local_path": local, "size": snap.size,
+            "seconds": snap.seconds}
+
+
+def snapshot(module: AnsibleModule) -> dict[str, Any]:
+    k = kube.connect(module)
+    core, apps = k.core, k.apps
+    ns = module.params["namespace"]
+    if module.params["state"] == "absent":
+        pod_name = module.params["pod"]
+        path = module.params["path"]
+        if not node.HEAP_SNAPSHOT_RE.match(posixpath.basename(path)):
+            raise OperatorError(f"refusing to delete {path}: not a heap snapshot file name")
+        ex = Exec(core, ns, pod_name, module.params["container"] or "")
+        if not module.check_mode:
+            ex.check(["rm", "-f", path], f"deleting {path}")
+        return {"changed": True, "pod": pod_name, "container": module.params["container"], "path": path}
+    pod = pick_pod(module, core, apps)
+    result: dict[str, Any] = {"pod": pod.metadata.name, "pod_uid": pod.metadata.uid,
+                              "container": pick_container(module, pod)}
+    if module.params["pod_uid"] and module.params["pod_uid"] != pod.metadata.uid:
+        raise OperatorError(f"pod {ns}/{pod.metadata.name} was replaced since the check (uid changed); refusing")
+    ex = Exec(core, ns, result["pod"], result["container"])
+    result.update(inspect(ex, f"{ns}/{result['pod']} container {result['container']}"))
+    if module.params["state"] == "inspected" or module.check_mode:
+        return {"changed": False, **result}
+    result.update(capture(module, ex, result))
+    return {"changed": True, **result}
 
 
 def main() -> None:
@@ -428,46 +403,14 @@ def main() -> None:
             "pod_uid": {"type": "str"},
             "dest": {"type": "path"},
             "path": {"type": "str"},
-            "timeout": {"type": "int", "default": 900},
-            "poll_interval": {"type": "float", "default": 1.0},
-            "stable_polls": {"type": "int", "default": 3},
-            "kubeconfig": {"type": "path"},
-            "context": {"type": "str"},
+            **node.POLL_OPTIONS,
+            **kube.CONNECTION_OPTIONS,
         },
         required_one_of=[("pod", "deployment")],
         required_if=[("state", "captured", ("dest",)), ("state", "absent", ("path", "pod"))],
         supports_check_mode=True,
     )
-    if not HAS_K8S:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_ERR)
-    try:
-        api = load_client(module)
-        core, apps = k8s_client.CoreV1Api(api), k8s_client.AppsV1Api(api)
-        ns = module.params["namespace"]
-        if module.params["state"] == "absent":
-            pod_name = module.params["pod"]
-            path = module.params["path"]
-            if not HEAP_SNAPSHOT_RE.match(posixpath.basename(path)):
-                raise Fail(f"refusing to delete {path}: not a heap snapshot file name")
-            ex = Exec(core, ns, pod_name, module.params["container"] or "")
-            if not module.check_mode:
-                ex.check(["rm", "-f", path], f"deleting {path}")
-            module.exit_json(changed=True, pod=pod_name, container=module.params["container"], path=path)
-        pod = pick_pod(module, core, apps)
-        result = {"pod": pod.metadata.name, "pod_uid": pod.metadata.uid,
-                  "container": pick_container(module, pod)}
-        if module.params["pod_uid"] and module.params["pod_uid"] != pod.metadata.uid:
-            raise Fail(f"pod {ns}/{pod.metadata.name} was replaced since the check (uid changed); refusing")
-        ex = Exec(core, ns, result["pod"], result["container"])
-        result.update(inspect(ex, f"{ns}/{result['pod']} container {result['container']}"))
-        if module.params["state"] == "inspected" or module.check_mode:
-            module.exit_json(changed=False, **result)
-        result.update(capture(module, ex, result))
-        module.exit_json(changed=True, **result)
-    except Fail as e:
-        module.fail_json(msg=str(e))
-    except ApiException as e:
-        module.fail_json(msg=f"Kubernetes API error: {e.status} {e.reason}")
+    kube.run_module(module, lambda: snapshot(module))
 
 
 if __name__ == "__main__":

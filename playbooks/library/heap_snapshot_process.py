@@ -7,17 +7,11 @@ import os
 import re
 import signal
 import time
+from typing import Any
 
+from ansible.module_utils import heap_snapshot_node as node
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.heap_snapshot_node import (
-    APPEAR_SECONDS,
-    HEAP_SNAPSHOT_RE,
-    looks_complete,
-    parse_environ,
-    parse_rss,
-    refusal,
-    snapshot_settings,
-)
+from ansible.module_utils.runbook_module import OperatorError, run
 
 DOCUMENTATION = r"""
 ---
@@ -151,15 +145,15 @@ def _ancestors() -> set[int]:
 def find_pid(module: AnsibleModule) -> int:
     pid, pattern = module.params["pid"], module.params["process_match"]
     if (pid is None) == (pattern is None):
-        module.fail_json(msg="give exactly one of pid and process_match")
+        raise OperatorError("give exactly one of pid and process_match")
     if pid is not None:
         if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
-            module.fail_json(msg=f"no process with pid {pid} on this host")
+            raise OperatorError(f"no process with pid {pid} on this host")
         return int(pid)
     try:
         rx = re.compile(pattern)
     except re.error as e:
-        module.fail_json(msg=f"process_match is not a valid regular expression: {e}")
+        raise OperatorError(f"process_match is not a valid regular expression: {e}") from None
     skip = _ancestors()
     matches = []
     for entry in os.listdir("/proc"):
@@ -173,8 +167,8 @@ def find_pid(module: AnsibleModule) -> int:
             matches.append(int(entry))
     if len(matches) != 1:
         listed = ", ".join(f"{p} ({_comm(p)})" for p in sorted(matches)[:10])
-        module.fail_json(
-            msg=f"process_match must match exactly one process on this host; it matches {len(matches)}"
+        raise OperatorError(
+            f"process_match must match exactly one process on this host; it matches {len(matches)}"
             + (f": {listed}" if matches else ""),
             matches=sorted(matches),
         )
@@ -193,29 +187,29 @@ def _start_time(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def inspect(module: AnsibleModule, pid: int) -> dict:
+def inspect(module: AnsibleModule, pid: int) -> dict[str, Any]:
     what = f"process {pid} ({_comm(pid)})"
     try:
         argv = _argv(pid)
         start = _start_time(pid)
     except OSError as e:
-        module.fail_json(msg=f"cannot read /proc/{pid}: {e}")
+        raise OperatorError(f"cannot read /proc/{pid}: {e}") from None
     if module.params["start_time"] and module.params["start_time"] != start:
-        module.fail_json(msg=f"pid {pid} is now a different process (it restarted); refusing to signal it")
+        raise OperatorError(f"pid {pid} is now a different process (it restarted); refusing to signal it")
     try:
         environ: bytes | None = _read(f"/proc/{pid}/environ")
     except OSError:
         environ = None
-    settings = snapshot_settings(argv, parse_environ(environ) if environ is not None else None)
-    reason = refusal(settings, what)
+    settings = node.snapshot_settings(argv, node.parse_environ(environ) if environ is not None else None)
+    reason = node.refusal(settings, what)
     if reason:
         if environ is None and settings["signal"] is None:
             reason += f" (could not read /proc/{pid}/environ: run as the process's user or root)"
-        module.fail_json(msg=reason, pid=pid)
+        raise OperatorError(reason, pid=pid)
     try:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError as e:
-        module.fail_json(msg=f"cannot read the working directory of {what}: {e}")
+        raise OperatorError(f"cannot read the working directory of {what}: {e}") from None
     ddir, source = settings["diagnostic_dir"], settings["diagnostic_dir_source"]
     if ddir:
         ddir = os.path.normpath(os.path.join(cwd, ddir))
@@ -223,10 +217,10 @@ def inspect(module: AnsibleModule, pid: int) -> dict:
     else:
         ddir, source = cwd, "cwd"
     try:
-        rss = parse_rss(_read(f"/proc/{pid}/status").decode("utf-8", "replace"))
+        rss = node.parse_rss(_read(f"/proc/{pid}/status").decode("utf-8", "replace"))
         st = os.statvfs(ddir)
     except OSError as e:
-        module.fail_json(msg=f"cannot inspect {what} or its diagnostic dir {ddir}: {e}")
+        raise OperatorError(f"cannot inspect {what} or its diagnostic dir {ddir}: {e}") from None
     script = next((a for a in argv[1:] if not a.startswith("-")), "")
     exe = os.path.basename(argv[0]) if argv else _comm(pid)
     return {
@@ -241,62 +235,63 @@ def inspect(module: AnsibleModule, pid: int) -> dict:
     }
 
 
-def _snapshots(ddir: str) -> set[str]:
-    return {n for n in os.listdir(ddir) if HEAP_SNAPSHOT_RE.match(n)}
+class HostDirectory:
+    """The process's diagnostic directory on this host, as node.wait_for_snapshot polls it."""
+
+    no_file_hint = "can the process write there?"
+
+    def __init__(self, pid: int, directory: str) -> None:
+        self.pid, self.directory = pid, directory
+        self.before = self._snapshots()
+
+    def _snapshots(self) -> set[str]:
+        return {n for n in os.listdir(self.directory) if node.HEAP_SNAPSHOT_RE.match(n)}
+
+    def new_file(self) -> str | None:
+        new = sorted(self._snapshots() - self.before)
+        mine = [n for n in new if f".{self.pid}." in n] or new
+        if not mine:
+            return None
+        return os.path.join(self.directory, max(mine, key=lambda n: os.path.getmtime(os.path.join(self.directory, n))))
+
+    def size(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def tail(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 64))
+            return f.read()
+
+    def check_alive(self, path: str | None) -> None:
+        if os.path.isdir(f"/proc/{self.pid}"):
+            return
+        if path is None:
+            raise OperatorError(f"pid {self.pid} exited before writing a heap snapshot (OOM?)")
+        raise OperatorError(f"pid {self.pid} exited while writing {path}; the file is incomplete", path=path)
 
 
-def _tail(path: str) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - 64))
-        return f.read()
-
-
-def capture(module: AnsibleModule, info: dict) -> dict:
-    pid, ddir = info["pid"], info["diagnostic_dir"]
-    before = _snapshots(ddir)
+def capture(module: AnsibleModule, info: dict[str, Any]) -> dict[str, Any]:
+    pid = info["pid"]
+    source = HostDirectory(pid, info["diagnostic_dir"])
     started = time.monotonic()
     try:
         os.kill(pid, signal.SIGUSR2)
     except OSError as e:
-        module.fail_json(msg=f"cannot signal pid {pid}: {e}", **info)
-    deadline = started + module.params["timeout"]
-    # Node creates the (empty) file as soon as it gets the signal, then builds and writes the snapshot:
-    # no file within APPEAR_SECONDS means it is not coming (directory not writable by the process?).
-    appear_by = started + min(APPEAR_SECONDS, module.params["timeout"])
-    interval, needed = module.params["poll_interval"], module.params["stable_polls"]
-    path, last, stable, changed_at = None, -1, 0, started
-    while time.monotonic() < deadline:
-        time.sleep(interval)
-        if path is None:
-            new = sorted(_snapshots(ddir) - before)
-            mine = [n for n in new if f".{pid}." in n] or new
-            if mine:
-                path = os.path.join(ddir, max(mine, key=lambda n: os.path.getmtime(os.path.join(ddir, n))))
-        if path is None:
-            if not os.path.isdir(f"/proc/{pid}"):
-                module.fail_json(msg=f"pid {pid} exited before writing a heap snapshot (OOM?)", **info)
-            if time.monotonic() > appear_by:
-                module.fail_json(msg=f"no heap snapshot file appeared in {ddir} within {APPEAR_SECONDS} s of "
-                                 "SIGUSR2: can the process write there?", **info)
-            continue
-        size = os.path.getsize(path)
-        if size != last:
-            changed_at = time.monotonic()
-        stable = stable + 1 if size == last and size > 0 else 0
-        grew, last = size != last, size
-        if stable >= needed and looks_complete(_tail(path)):
-            # seconds = signal until the file stopped growing: about how long the process was frozen.
-            return {"path": path, "name": os.path.basename(path), "size": size,
-                    "seconds": round(changed_at - started, 3)}
-        if not grew and not os.path.isdir(f"/proc/{pid}"):
-            module.fail_json(msg=f"pid {pid} exited while writing {path}; the file is incomplete", path=path)
-    module.fail_json(
-        msg=f"no complete heap snapshot after {module.params['timeout']} s"
-        + (f" ({path} is {last} bytes and still changing or incomplete)" if path else
-           f" (no new .heapsnapshot file appeared in {ddir})"),
-        path=path, **info,
-    )
-    return {}
+        raise OperatorError(f"cannot signal pid {pid}: {e}", **info) from None
+    try:
+        snap = node.wait_for_snapshot(source, started, module.params["timeout"], module.params["poll_interval"],
+                                 module.params["stable_polls"])
+    except OperatorError as e:
+        raise OperatorError(str(e), **{**info, **e.fields}) from None
+    return {"path": snap.path, "name": os.path.basename(snap.path), "size": snap.size, "seconds": snap.seconds}
+
+
+def snapshot(module: AnsibleModule) -> dict[str, Any]:
+    info = inspect(module, find_pid(module))
+    if module.params["state"] == "inspected" or module.check_mode:
+        return {"changed": False, **info}
+    info.update(capture(module, info))
+    return {"changed": True, **info}
 
 
 def main() -> None:
@@ -306,19 +301,13 @@ def main() -> None:
             "process_match": {"type": "str"},
             "state": {"type": "str", "choices": ["inspected", "captured"], "default": "inspected"},
             "start_time": {"type": "str"},
-            "timeout": {"type": "int", "default": 900},
-            "poll_interval": {"type": "float", "default": 1.0},
-            "stable_polls": {"type": "int", "default": 3},
+            **node.POLL_OPTIONS,
         },
         mutually_exclusive=[("pid", "process_match")],
         required_one_of=[("pid", "process_match")],
         supports_check_mode=True,
     )
-    info = inspect(module, find_pid(module))
-    if module.params["state"] == "inspected" or module.check_mode:
-        module.exit_json(changed=False, **info)
-    info.update(capture(module, info))
-    module.exit_json(changed=True, **info)
+    run(module, lambda: snapshot(module))
 
 
 if __name__ == "__main__":

@@ -155,138 +155,50 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from datetime import datetime  # noqa: E402
+from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.pgbackrest_drill_commands import Commands  # noqa: E402
+from ansible.module_utils.pgbackrest_drill_report import build_report, write_report  # noqa: E402
+from ansible.module_utils.pgbackrest_drill_state import Check, CheckFailed, DrillState  # noqa: E402
+from ansible.module_utils.pgbackrest_drill_text import (  # noqa: E402
+    iso,
+    now,
+    parse_lsn,
+    parse_target,
+    quote_conf,
+    quote_ident_path,
+    quote_literal,
+    segno,
+    tail,
+)
+from ansible.module_utils.runbook_module import dispatch  # noqa: E402
 
 MARKER_FILE = ".runbook-bot-drill"
 MARKER_TEXT = "created by runbook-bot pgbackrest_restore_drill; removed when the drill ends\n"
-TIME_TARGET = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}(:?\d{2})?|Z)$")
 SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_.]*$")
-TAIL_LINES = 12
 
 
-class CheckFailed(Exception):
-    """A named drill check failed: `check=NAME failed: detail`."""
-
-    def __init__(self, failures: list[tuple[str, str]]) -> None:
-        self.failures = failures
-        super().__init__("; ".join(f"check={n} failed: {d}" for n, d in failures))
-
-
-def now() -> float:
-    return time.time()
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")  # noqa: UP017
-
-
-def tail(text: str, n: int = TAIL_LINES) -> str:
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return " | ".join(lines[-n:])
-
-
-def parse_target(target: str) -> tuple[str, float | None]:
-    """Return (kind, epoch) for latest | immediate | an ISO timestamp with a zone."""
-    if target in ("latest", "immediate"):
-        return target, None
-    if not TIME_TARGET.match(target):
-        raise CheckFailed([("target", f"{target!r} is not latest, immediate or a timestamp with a time zone")])
-    text = target.replace(" ", "T").replace("Z", "+00:00")
-    m = re.search(r"([+-]\d{2})$", text)
-    if m:  # "+00" -> "+00:00" for fromisoformat
-        text += ":00"
-    return "time", datetime.fromisoformat(text).timestamp()
-
-
-def quote_conf(value: object) -> str:
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def quote_ident_path(name: str) -> str:
-    """`schema.table` or `table` -> a quoted SQL identifier path."""
-    parts = name.split(".")
-    if not 1 <= len(parts) <= 2 or not all(parts):
-        raise ValueError(f"bad table name {name!r} (use table or schema.table)")
-    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
-
-
-def quote_literal(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def segno(walfile: str, seg_size: int) -> tuple[int, int]:
-    """WAL file name -> (timeline, segment number)."""
-    tli, log, seg = int(walfile[0:8], 16), int(walfile[8:16], 16), int(walfile[16:24], 16)
-    return tli, log * (0x100000000 // seg_size) + seg
-
-
-def parse_lsn(text: str) -> int:
-    hi, lo = text.split("/")
-    return (int(hi, 16) << 32) + int(lo, 16)
-
-
-class Drill:
+class Drill(Commands):
     def __init__(self, module: AnsibleModule) -> None:
         self.m = module
         p = module.params
         self.p = p
-        self.state: dict = dict(p["state"] or {})
+        self.state: DrillState = dict(p["state"] or {})  # type: ignore[assignment]  # the previous step's
         self.state.setdefault("checks", [])
         self.state.setdefault("timings", {})
-        self.checks: list[dict] = []
+        self.checks: list[Check] = []
         self.scratch = os.path.abspath(p["scratch_dir"])
         self.data = os.path.join(self.scratch, "data")
         self.sock = os.path.join(self.scratch, "sock")
         self.log = os.path.join(self.scratch, "postgres.log")
         self.bin = p["pg_bin_dir"]
 
-    # -- running things as the OS user -------------------------------------------------------------
-    def argv_as_owner(self, argv: list[str]) -> list[str]:
-        user = self.p["os_user"]
-        if os.geteuid() == 0 and user != "root":
-            return ["runuser", "-u", user, "--", *argv]
-        return argv
-
-    def run(self, argv: list[str], timeout: float | None = None, stdin: str | None = None,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "LC_ALL": "C", "LANG": "C", **(env or {})}
-        full_env.pop("PGPASSWORD", None)
-        try:
-            return subprocess.run(self.argv_as_owner(argv), capture_output=True, text=True, input=stdin,
-                                  timeout=timeout, cwd="/", env=full_env, check=False)
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-            return subprocess.CompletedProcess(argv, 124, out, err + f"\ntimed out after {timeout}s")
-
-    def pgbackrest_argv(self, *args: str) -> list[str]:
-        argv = ["pgbackrest"]
-        if self.p["pgbackrest_config"]:
-            argv.append(f"--config={self.p['pgbackrest_config']}")
-        return [*argv, f"--stanza={self.p['stanza']}", *args]
-
-    def pgbackrest(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-        return self.run(self.pgbackrest_argv(*args), timeout=timeout)
-
-    def psql(self, sql: str, dbname: str = "postgres", timeout: float = 600) -> subprocess.CompletedProcess:
-        return self.run([
-            os.path.join(self.bin, "psql"), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-            "-h", self.sock, "-p", str(self.p["drill_port"]), "-U", self.p["db_superuser"], "-d", dbname,
-        ], stdin=sql, timeout=timeout)
-
-    def sql_value(self, sql: str, dbname: str = "postgres") -> str:
-        r = self.psql(sql, dbname)
-        if r.returncode != 0:
-            raise RuntimeError(tail(r.stderr) or f"psql exited {r.returncode}")
-        return r.stdout.strip("\n")
-
     # -- checks --------------------------------------------------------------------------------------
     def check(self, name: str, ok: bool, detail: str, started: float | None = None) -> bool:
-        entry = {"name": name, "ok": bool(ok), "detail": detail}
+        entry: Check = {"name": name, "ok": bool(ok), "detail": detail}
         if started is not None:
             entry["seconds"] = round(now() - started, 3)
         self.checks.append(entry)
@@ -354,7 +266,7 @@ class Drill:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
     # -- steps ---------------------------------------------------------------------------------------
-    def preflight(self) -> None:
+    def step_preflight(self) -> None:
         p = self.p
         t0 = now()
         self.state.update({
@@ -437,8 +349,8 @@ class Drill:
                 self.check("repo_reachable", True, f"stanza {p['stanza']}: ok, {len(info.get('backup', []))} backups")
         if info is not None:
             backup = self.select_backup(info, kind, target_epoch)
-        if backup is not None:
-            db = next((d for d in info.get("db", []) if d.get("id") == backup["database"]["id"]), {})
+        if backup is not None and info is not None:
+            db: dict[str, Any] = next((d for d in info.get("db", []) if d.get("id") == backup["database"]["id"]), {})
             self.state["backup"] = {
                 "label": backup["label"], "type": backup["type"], "size_bytes": backup["info"]["size"],
                 "repo_size_bytes": backup["info"]["repository"]["size"],
@@ -466,7 +378,7 @@ class Drill:
         plan = self.plan() if not self.failed() else []
         self.finish(plan=plan)
 
-    def select_backup(self, info: dict, kind: str, target_epoch: float | None) -> dict | None:
+    def select_backup(self, info: dict[str, Any], kind: str, target_epoch: float | None) -> dict[str, Any] | None:
         backups = info.get("backup", [])
         if self.p["backup_set"]:
             chosen = next((b for b in backups if b["label"] == self.p["backup_set"]), None)
@@ -488,7 +400,7 @@ class Drill:
             self.check("backup_selected", False, f"backup {chosen['label']} recorded page checksum errors")
             return None
         self.check("backup_selected", True, f"{chosen['label']} ({chosen['type']})")
-        return chosen
+        return chosen  # type: ignore[no-any-return]  # parsed JSON
 
     def plan(self) -> list[str]:
         p, b = self.p, self.state["backup"]
@@ -515,7 +427,7 @@ class Drill:
             lines.append(f"write report {p['report_path']}")
         return lines
 
-    def restore(self) -> None:
+    def step_restore(self) -> None:
         p = self.p
         status = self.scratch_status()
         if status == "ours":
@@ -674,7 +586,7 @@ class Drill:
             self.state["last_replay_epoch"] = datetime.fromisoformat(ts.replace(" ", "T")).timestamp()
             self.state["last_replay_source"] = "recovery log"
 
-    def verify(self) -> None:
+    def step_verify(self) -> None:
         p = self.p
         t0 = now()
         exp = p["expectations"] or {}
@@ -732,7 +644,7 @@ class Drill:
                    f"recovery ended at {end} (segment {end_seg:X}), archive holds up to {amax}"
                    + ("" if end_seg >= a_seg else ": WAL between them is missing or unreadable"), t0)
 
-    def marker_check(self, mk: dict) -> None:
+    def marker_check(self, mk: dict[str, Any]) -> None:
         t0 = now()
         db = mk.get("database", "postgres")
         try:
@@ -745,7 +657,8 @@ class Drill:
         except (RuntimeError, ValueError, KeyError) as e:
             self.check("marker_present", False, f"{db}.{mk.get('table')}: {e}", t0)
 
-    def _compare_tables(self, name: str, items: list, query: str, key: str, mismatch: str, cast=str) -> None:
+    def _compare_tables(self, name: str, items: list[dict[str, Any]], query: str, key: str, mismatch: str,
+                        cast: Callable[[Any], Any] = str) -> None:
         """One check over expected per-table values: run `query` (with {table}) and compare cast(result) with
         cast(it[key]); `mismatch` formats a difference from {got} and {want}."""
         t0 = now()
@@ -764,11 +677,11 @@ class Drill:
                 good += 1
         self.check(name, not bad, "; ".join(bad) if bad else f"{good} tables match", t0)
 
-    def row_count_check(self, items: list) -> None:
+    def row_count_check(self, items: list[dict[str, Any]]) -> None:
         self._compare_tables("row_counts", items, "SELECT count(*) FROM {table}", "count",
                              "{got} rows, expected {want}", cast=int)
 
-    def checksum_check(self, items: list) -> None:
+    def checksum_check(self, items: list[dict[str, Any]]) -> None:
         query = ("SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text COLLATE \"C\"), '')) "
                  "FROM {table} t")
         self._compare_tables("table_checksums", items, query, "md5", "md5 {got}, expected {want}")
@@ -789,7 +702,7 @@ class Drill:
         else:
             self.check("amcheck", True, f"{dbs} databases, heap and all indexes, no corruption", t0)
 
-    def repo_verify(self, r: subprocess.CompletedProcess, t0: float) -> None:
+    def repo_verify(self, r: subprocess.CompletedProcess[str], t0: float) -> None:
         out = r.stdout
         label = self.state.get("backup", {}).get("label")
         # pgbackrest verify exits 0 even when it finds errors: read its report
@@ -810,10 +723,10 @@ class Drill:
         self.check("repo_verify", not problems,
                    "; ".join(dict.fromkeys(problems)) if problems else "pgbackrest verify: status ok", t0)
 
-    def cleanup(self) -> None:
+    def step_cleanup(self) -> None:
         t0 = now()
         status = self.scratch_status()
-        result = {"scratch_status": status}
+        result: dict[str, Any] = {"scratch_status": status}
         if status == "ours":
             try:
                 result["cluster"] = self.stop_cluster()
@@ -828,65 +741,12 @@ class Drill:
         self.state["cleanup"] = result
         self.finish(changed=bool(result.get("removed")))
 
-    def report(self) -> None:
-        st, p = self.state, self.p
-        failure = p["failure"] or ""
-        end = now()
-        target_kind = st.get("target_kind")
-        backup = st.get("backup") or {}
-        if target_kind == "time":
-            target_epoch, basis = st.get("target_epoch"), "the target timestamp"
-        elif target_kind == "immediate":
-            target_epoch, basis = backup.get("stop_epoch"), "the end of the backup"
-        else:
-            target_epoch, basis = st.get("restore_started_at"), "the start of the drill (latest)"
-        replay = st.get("last_replay_epoch")
-        if replay is None and st.get("read_write_at") and backup.get("stop_epoch"):
-            replay, st["last_replay_source"] = float(backup["stop_epoch"]), "backup stop time (no transaction replayed)"
-        rpo = round(max(0.0, target_epoch - replay), 3) if (target_epoch is not None and replay is not None) else None
-        checks = st.get("checks", [])
-        failed = [c["name"] for c in checks if not c["ok"]]
-        ok = not failure and not failed and st.get("read_write_at") is not None
-        timings = dict(st.get("timings", {}))
-        timings["total_seconds"] = round(end - st["drill_started_at"], 3) if st.get("drill_started_at") else None
-        report = {
-            "kind": "pgbackrest_restore_drill",
-            "result": "PASS" if ok else "FAIL",
-            "stanza": p["stanza"],
-            "target": p["target"],
-            "started_at": iso(st.get("drill_started_at")),
-            "finished_at": iso(end),
-            "backup": {k: v for k, v in backup.items() if k != "stop_epoch"},
-            "rto_seconds": st.get("rto_seconds"),
-            "rpo_seconds": rpo,
-            "rpo_basis": f"{basis} vs {st.get('last_replay_source', 'n/a')}",
-            "target_time": iso(target_epoch),
-            "last_replayed_xact_at": iso(replay),
-            "recovery_end_lsn": st.get("recovery_end_lsn"),
-            "archive_max": st.get("archive_max"),
-            "timings": timings,
-            "checks": checks,
-            "failed_checks": failed,
-            "failed_check": failed[0] if failed else None,
-            "failure": failure or None,
-            "cleanup": st.get("cleanup"),
-            "drill_port": p["drill_port"],
-            "scratch_dir": self.scratch,
-        }
-        rto = f"RTO {st['rto_seconds']:.1f}s" if st.get("rto_seconds") is not None else "RTO n/a"
-        rpo_s = f"RPO {rpo:.1f}s" if rpo is not None else "RPO n/a"
-        summary = f"{report['result']} restore drill {p['stanza']}: {rto}, {rpo_s}, backup {backup.get('label', 'n/a')}"
-        if not ok:
-            summary += f" ({failure or ', '.join('check=' + n for n in failed)})"
-        if p["report_path"]:
-            path = os.path.abspath(p["report_path"])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(report, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
-        self.m.exit_json(changed=bool(p["report_path"]), report=report, summary=summary, drill=st, checks=[])
+    def step_report(self) -> None:
+        report, summary = build_report(self.state, self.p, self.scratch, now())
+        if self.p["report_path"]:
+            write_report(self.p["report_path"], report)
+        self.m.exit_json(changed=bool(self.p["report_path"]), report=report, summary=summary, drill=self.state,
+                         checks=[])
 
 
 def main() -> None:
@@ -920,7 +780,7 @@ def main() -> None:
         module.exit_json(changed=False, skipped=True, msg="check mode: only preflight runs", drill=drill.state,
                          checks=[])
     try:
-        getattr(drill, step)()
+        dispatch(drill, step)
     except CheckFailed as e:
         drill.checks += [{"name": n, "ok": False, "detail": d} for n, d in e.failures]
         drill.finish()

@@ -4,18 +4,12 @@
 from __future__ import annotations
 
 import copy
-import os
 import time
 from typing import Any
 
+from ansible.module_utils import kube
 from ansible.module_utils.basic import AnsibleModule
-
-try:
-    from kubernetes import client, config
-    from kubernetes.client.rest import ApiException
-except ImportError:  # reported by main()
-    client = None
-    ApiException = Exception
+from ansible.module_utils.runbook_module import OperatorError
 
 DOCUMENTATION = r"""
 ---
@@ -136,28 +130,6 @@ REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
 
 
-class RolloutUndoError(Exception):
-    """A refusal or failure with a message for the operator."""
-
-
-def api_client(kubeconfig: str | None, context: str | None) -> Any:
-    """An ApiClient from the kubeconfig option / K8S_AUTH_* / KUBECONFIG env, else in-cluster config."""
-    path = kubeconfig or os.environ.get("K8S_AUTH_KUBECONFIG") or None
-    context = context or os.environ.get("K8S_AUTH_CONTEXT") or None
-    default_exists = os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config"))
-    if path or default_exists:
-        return config.new_client_from_config(config_file=path, context=context)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException as exc:  # says "Service host/port is not set" outside a cluster
-        raise RolloutUndoError(
-            "no Kubernetes cluster to talk to: set KUBECONFIG (or K8S_AUTH_KUBECONFIG) in the environment of the "
-            "worker, or the inventory's kube_context with a kubeconfig at ~/.kube/config, or run the worker in a "
-            f"cluster (in-cluster configuration: {exc})"
-        ) from None
-    return client.ApiClient()
-
-
 def revision(obj: dict[str, Any]) -> int:
     try:
         return int(((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, "0"))
@@ -218,7 +190,7 @@ def rollout_state(dep: dict[str, Any]) -> tuple[bool, str]:
         return False, "waiting for the deployment spec update to be observed"
     for cond in st.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            raise RolloutUndoError(f"deployment {meta['namespace']}/{meta['name']} exceeded its progress deadline")
+            raise OperatorError(f"deployment {meta['namespace']}/{meta['name']} exceeded its progress deadline")
     want, updated = spec.get("replicas", 1), st.get("updatedReplicas", 0)
     if updated < want:
         return False, f"{updated} of {want} updated replicas"
@@ -229,44 +201,34 @@ def rollout_state(dep: dict[str, Any]) -> tuple[bool, str]:
     return True, "rollout complete"
 
 
-def run(module: AnsibleModule) -> dict[str, Any]:
+def roll_back(module: AnsibleModule) -> dict[str, Any]:
     p = module.params
     ns, name = p["namespace"], p["name"]
     ref = f"{ns}/{name}"
-    api = api_client(p["kubeconfig"], p["context"])
-    apps = client.AppsV1Api(api)
-    to_dict = api.sanitize_for_serialization
-    try:
-        dep = to_dict(apps.read_namespaced_deployment(name, ns))
-    except ApiException as exc:
-        if exc.status == 404:
-            raise RolloutUndoError(f"Deployment {ref} not found") from exc
-        raise
+    k = kube.connect(module)
+    apps = k.apps
+    to_dict = k.api.sanitize_for_serialization
+    dep = to_dict(kube.read_deployment(apps, ns, name))
     if dep["spec"].get("paused"):
-        raise RolloutUndoError(f"Deployment {ref} is paused; resume it before rolling back (kubectl refuses too)")
+        raise OperatorError(f"Deployment {ref} is paused; resume it before rolling back (kubectl refuses too)")
     current = revision(dep)
     uid = dep["metadata"]["uid"]
-    owned = []
-    for rs in apps.list_namespaced_replica_set(ns).items:
-        rs = to_dict(rs)
-        refs = rs["metadata"].get("ownerReferences") or []
-        if any(r.get("uid") == uid and r.get("controller") for r in refs):
-            owned.append(rs)
+    owned = [to_dict(rs) for rs in kube.owned_replica_sets(apps, ns, uid)]
     by_rev = {revision(rs): rs for rs in owned if revision(rs) > 0}
     revisions = sorted(by_rev)
     if current == 0:
-        raise RolloutUndoError(f"Deployment {ref} has no revision yet (the controller has not rolled it out)")
+        raise OperatorError(f"Deployment {ref} has no revision yet (the controller has not rolled it out)")
     if p["to_revision"]:
         source = by_rev.get(p["to_revision"])
         if source is None:
-            raise RolloutUndoError(
+            raise OperatorError(
                 f"revision {p['to_revision']} not found in the history of Deployment {ref}; "
                 f"its revisions: {', '.join(map(str, revisions)) or 'none'}"
             )
     else:
         older = [r for r in revisions if r < current]
         if not older:
-            raise RolloutUndoError(
+            raise OperatorError(
                 f"no previous revision of Deployment {ref} to roll back to (current revision "
                 f"{current}; its revisions: {', '.join(map(str, revisions)) or 'none'})"
             )
@@ -302,9 +264,9 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     ]
     try:
         apps.patch_namespaced_deployment(name, ns, patch)
-    except ApiException as exc:
+    except kube.ApiException as exc:
         if exc.status in (409, 422):
-            raise RolloutUndoError(
+            raise OperatorError(
                 f"Deployment {ref} changed while rolling back; nothing was patched, run the rollback again"
             ) from exc
         raise
@@ -316,7 +278,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
             if done:
                 break
             if time.monotonic() > deadline:
-                raise RolloutUndoError(
+                raise OperatorError(
                     f"Deployment {ref} was rolled back to the template of revision {source_rev} "
                     f"but the rollout did not finish within {p['wait_timeout']}s: {message}"
                 )
@@ -333,26 +295,16 @@ def main() -> None:
         argument_spec={
             "namespace": {"type": "str", "required": True},
             "name": {"type": "str", "required": True},
+            # 0: the previous revision (the playbook passes 0 when the runbook's to_revision is unset).
             "to_revision": {"type": "int", "default": 0},
             "wait": {"type": "bool", "default": True},
             "wait_timeout": {"type": "int", "default": 300},
             "wait_sleep": {"type": "float", "default": 1.0},
-            "kubeconfig": {"type": "path"},
-            "context": {"type": "str"},
+            **kube.CONNECTION_OPTIONS,
         },
         supports_check_mode=True,
     )
-    if client is None:
-        module.fail_json(msg="the kubernetes Python client is required (pip install kubernetes)")
-    if module.params["to_revision"] < 0:
-        module.fail_json(msg="to_revision must be 0 (previous) or a positive revision number")
-    try:
-        result = run(module)
-    except RolloutUndoError as exc:
-        module.fail_json(msg=str(exc))
-    except ApiException as exc:
-        module.fail_json(msg=f"Kubernetes API error {exc.status} {exc.reason}: {exc.body}")
-    module.exit_json(**result)
+    kube.run_module(module, lambda: roll_back(module))
 
 
 if __name__ == "__main__":

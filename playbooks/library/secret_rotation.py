@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.runbook_module import OperatorError, dispatch
 
 try:
     import boto3
@@ -190,10 +191,6 @@ PG_KEYS = ("username", "password", "host", "port", "dbname")
 APP_NAME = "runbook-bot-rotate-secret"
 
 
-class StepError(Exception):
-    """An expected failure with a message fit for operators (no secret values)."""
-
-
 def normalize_token(raw: str) -> str:
     raw = raw.strip()
     if TOKEN_RE.match(raw):
@@ -233,9 +230,9 @@ class Rotation:
             return fn(**kw)
         except ClientError as e:
             err = e.response.get("Error", {})
-            raise StepError(f"AWS {what} failed: {err.get('Code', '?')}: {err.get('Message', '')}") from None
+            raise OperatorError(f"AWS {what} failed: {err.get('Code', '?')}: {err.get('Message', '')}") from None
         except BotoCoreError as e:
-            raise StepError(f"AWS {what} failed: {e}") from None
+            raise OperatorError(f"AWS {what} failed: {e}") from None
 
     def hide(self, value: Any) -> None:
         """Register the secret fields of a loaded secret (passwords, keys) as no_log values.
@@ -258,7 +255,7 @@ class Rotation:
         resp = self._aws(f"GetSecretValue({stage})", self.sm.get_secret_value, **kw)
         value = resp.get("SecretString")
         if value is None:
-            raise StepError(f"secret {secret_id} {stage} has no SecretString (binary secrets unsupported)")
+            raise OperatorError(f"secret {secret_id} {stage} has no SecretString (binary secrets unsupported)")
         self.m.no_log_values.add(value)
         return str(value)
 
@@ -266,13 +263,13 @@ class Rotation:
         try:
             data = json.loads(raw)
         except ValueError:
-            raise StepError(f"{what} is not a JSON object") from None
+            raise OperatorError(f"{what} is not a JSON object") from None
         if not isinstance(data, dict):
-            raise StepError(f"{what} is not a JSON object")
+            raise OperatorError(f"{what} is not a JSON object")
         self.hide(data)
         missing = [k for k in keys if k not in data or data[k] in (None, "")]
         if missing:
-            raise StepError(f"{what} lacks keys: {', '.join(missing)}")
+            raise OperatorError(f"{what} lacks keys: {', '.join(missing)}")
         return data
 
     # ---------- state ----------
@@ -284,7 +281,7 @@ class Rotation:
         stages: dict[str, list[str]] = desc.get("VersionIdsToStages") or {}
         current = [v for v, s in stages.items() if "AWSCURRENT" in s]
         if not current:
-            raise StepError(f"secret {sid} has no AWSCURRENT version")
+            raise OperatorError(f"secret {sid} has no AWSCURRENT version")
         tok_stages = stages.get(self.token, [])
         if "AWSCURRENT" in tok_stages:
             phase = "finished"
@@ -308,7 +305,7 @@ class Rotation:
         }
         if phase == "finished":
             if not st["previous_version_id"]:
-                raise StepError(f"secret {sid}: token's version is AWSCURRENT but there is no AWSPREVIOUS")
+                raise OperatorError(f"secret {sid}: token's version is AWSCURRENT but there is no AWSPREVIOUS")
             st["old_raw"] = self.get_value(sid, "AWSPREVIOUS")
             st["new_raw"] = self.get_value(sid, "AWSCURRENT", self.token)
         else:
@@ -337,13 +334,13 @@ class Rotation:
 
     def require_no_foreign(self, st: dict[str, Any]) -> None:
         if st["foreign_pending"]:
-            raise StepError(
+            raise OperatorError(
                 f"secret {self.p['secret_id']}: a rotation is already pending under another token "
                 f"(version {', '.join(st['foreign_pending'])}); not touching it. Resume it with "
                 "client_request_token=<that version id>, or remove its AWSPENDING stage after checking."
             )
         if st["phase"] == "superseded":
-            raise StepError(
+            raise OperatorError(
                 f"secret {self.p['secret_id']}: the version for token {self.token} is no longer current or "
                 f"pending (stages {st['token_stages'] or 'none'}); a later rotation superseded it"
             )
@@ -354,7 +351,7 @@ class Rotation:
         admin_id = self.p["admin_secret_id"] or st["old"].get("masterarn")
         if not admin_id:
             if self.p["strategy"] == "alternating-users":
-                raise StepError("alternating-users needs admin_secret_id (or a masterarn key in the secret)")
+                raise OperatorError("alternating-users needs admin_secret_id (or a masterarn key in the secret)")
             return None
         admin = self.parse(self.get_value(admin_id, "AWSCURRENT"), f"admin secret {admin_id}",
                            ("username", "password"))
@@ -376,14 +373,14 @@ class Rotation:
                 kw["sslmode"] = str(creds["sslmode"])
             return psycopg.connect(**kw)
         except psycopg.Error as e:
-            raise StepError(f"cannot log in as {who} ({creds['username']}@{creds['host']}:{creds['port']}): "
+            raise OperatorError(f"cannot log in as {who} ({creds['username']}@{creds['host']}:{creds['port']}): "
                             f"{self._pgmsg(e)}") from None
 
     def can_login(self, creds: dict[str, Any]) -> bool:
         try:
             self.connect(creds, "probe").close()
             return True
-        except StepError:
+        except OperatorError:
             return False
 
     @staticmethod
@@ -404,7 +401,7 @@ class Rotation:
                 cur.execute(sql.SQL(stmt).format(sql.Identifier(role), sql.Literal(verifier)))
                 return "altered"
             if create_from is None:
-                raise StepError(f"role {role} does not exist")
+                raise OperatorError(f"role {role} does not exist")
             with conn.transaction():
                 cur.execute(sql.SQL("CREATE ROLE {} WITH LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(verifier)))
@@ -437,7 +434,7 @@ class Rotation:
                 self.connect(st["old"], "the current role (AWSCURRENT)").close()
                 out["checked_login"] = f"current {st['old']['username']}"
             elif not (self.can_login(st["new"]) or self.can_login(st["old"])):
-                raise StepError("neither the current nor the pending credentials log in")
+                raise OperatorError("neither the current nor the pending credentials log in")
         out["plan_steps"] = self.plan_steps(st)
         out["msg"] = f"token {self.token}: {st['phase']}" + (
             f"; {out['checked_login']} logs in" if out.get("checked_login") else "")
@@ -528,7 +525,7 @@ class Rotation:
     def require_new(self, st: dict[str, Any], step: str) -> None:
         self.require_no_foreign(st)
         if st["phase"] == "new":
-            raise StepError(f"step {step}: no version for token {self.token}; run the create step first")
+            raise OperatorError(f"step {step}: no version for token {self.token}; run the create step first")
 
     def step_set(self) -> dict[str, Any]:
         st = self.state()
@@ -551,12 +548,12 @@ class Rotation:
             try:
                 how = self.set_password(conn, new["username"], new["password"], create_from)
             except psycopg.Error as e:
-                raise StepError(
+                raise OperatorError(
                     f"cannot set the password of role {new['username']}: {self._pgmsg(e)}") from None
         finally:
             conn.close()
         if not self.m.check_mode and not self.can_login(new):
-            raise StepError(f"role {new['username']} still cannot log in with the pending password after set "
+            raise OperatorError(f"role {new['username']} still cannot log in with the pending password after set "
                             "(check pg_hba.conf and password_encryption)")
         out.update(changed=True, msg=f"role {new['username']}: password set ({how})")
         return out
@@ -567,7 +564,7 @@ class Rotation:
         out = self.public(st)
         if self.p["kind"] != "postgres-role":
             if st["new_raw"] == st["old_raw"] or not st["new_raw"].strip():
-                raise StepError("the pending api key is empty or equal to the current one")
+                raise OperatorError("the pending api key is empty or equal to the current one")
             out["msg"] = "pending api key present and different from the current one"
             return out
         query = self.p["test_query"]
@@ -580,7 +577,7 @@ class Rotation:
                 sql.Identifier(*parts))
             what = f"SELECT from {self.p['test_table']}"
         else:
-            raise StepError("postgres-role test needs test_table or test_query")
+            raise OperatorError("postgres-role test needs test_table or test_query")
         conn = self.connect(st["new"], "the pending role (AWSPENDING)")
         try:
             conn.autocommit = False
@@ -590,7 +587,7 @@ class Rotation:
                 rows = len(cur.fetchall()) if cur.description else 0
             conn.rollback()
         except psycopg.Error as e:
-            raise StepError(f"test as {st['new']['username']} failed ({what}): {self._pgmsg(e)}") from None
+            raise OperatorError(f"test as {st['new']['username']} failed ({what}): {self._pgmsg(e)}") from None
         finally:
             conn.close()
         out["msg"] = f"logged in as {st['new']['username']} and ran {what} ({rows} row(s), read-only)"
@@ -621,11 +618,11 @@ class Rotation:
         st = self.state()
         self.require_new(st, step)
         if st["phase"] != "finished":
-            raise StepError(f"step {step}: the rotation is not finished yet (AWSCURRENT is not {self.token})")
+            raise OperatorError(f"step {step}: the rotation is not finished yet (AWSCURRENT is not {self.token})")
         admin = self.admin_creds(st)
         assert admin is not None  # alternating-users always has one (admin_creds raises otherwise)
         if st["old_username"] in (st["new_username"], admin["username"]):
-            raise StepError(f"refusing to retire role {st['old_username']}: it is the new or the admin role")
+            raise OperatorError(f"refusing to retire role {st['old_username']}: it is the new or the admin role")
         return st, admin
 
     def step_prove(self) -> dict[str, Any]:
@@ -645,7 +642,7 @@ class Rotation:
                 if time.monotonic() >= deadline:
                     who = ", ".join(
                         f"pid {s['pid']} from {s['client']} ({s['application'] or '-'})" for s in old)
-                    raise StepError(
+                    raise OperatorError(
                         f"{len(old)} session(s) of the previous role {st['old_username']} remain after "
                         f"{self.p['drain_timeout']}s: {who}. Consumers have not switched; the old "
                         "credentials were NOT retired. Find and restart these clients, then rerun with the "
@@ -672,7 +669,7 @@ class Rotation:
         try:
             old = self.sessions_of(conn, role)
             if old:
-                raise StepError(f"{len(old)} session(s) of {role} appeared again; not retiring it (rerun)")
+                raise OperatorError(f"{len(old)} session(s) of {role} appeared again; not retiring it (rerun)")
             with conn.cursor() as cur:
                 cur.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
                 row = cur.fetchone()
@@ -683,7 +680,7 @@ class Rotation:
                     try:
                         cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
                     except psycopg.Error as e:
-                        raise StepError(f"cannot make role {role} NOLOGIN: {self._pgmsg(e)}") from None
+                        raise OperatorError(f"cannot make role {role} NOLOGIN: {self._pgmsg(e)}") from None
             after = self.sessions_of(conn, role)
         finally:
             conn.close()
@@ -733,8 +730,8 @@ def main() -> None:
         module.fail_json(msg=f"step {step} changes things; only status runs in check mode",
                          error="check mode")
     try:
-        result = getattr(rot, f"step_{step}")()
-    except StepError as e:
+        result = dispatch(rot, step)
+    except OperatorError as e:
         msg = f"{step}: {e}"
         module.fail_json(msg=msg, error=msg, step=step, token=rot.token)
     except Exception as e:  # noqa: BLE001 - any other error is reported without a traceback that could carry values

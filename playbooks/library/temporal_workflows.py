@@ -22,9 +22,12 @@ import re
 import shutil
 import sys
 import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.runbook_module import OperatorError
 
 try:
     from temporalio.api.common.v1 import WorkflowExecution
@@ -204,23 +207,20 @@ MESSAGE_MAX = 200
 _SAFE_LITERAL = re.compile(r"^[^\"\\\n\r]*$")
 
 
-class StopError(Exception):
-    """An error that stops the whole module before anything is reset."""
-
-
 def _short(text: str) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 3] + "..."
 
 
-def _ts(value) -> datetime | None:
+def _ts(value: Any) -> datetime | None:
     if value is None or (value.seconds == 0 and value.nanos == 0):
         return None
-    return value.ToDatetime(tzinfo=UTC)
+    when: datetime = value.ToDatetime(tzinfo=UTC)
+    return when
 
 
 def _status_name(status: int) -> str:
-    name = WorkflowExecutionStatus.Name(status)
+    name = WorkflowExecutionStatus.Name(status)  # type: ignore[arg-type]  # the enum's values are ints
     return name.replace("WORKFLOW_EXECUTION_STATUS_", "").title().replace("_", "")
 
 
@@ -242,7 +242,7 @@ def _connect_reason(err: Exception, timeout: float) -> str:
 class Finder:
     """Selects stuck workflows, computes reset points, resets them."""
 
-    def __init__(self, client, params: dict):
+    def __init__(self, client: Any, params: dict[str, Any]) -> None:
         self.client = client
         self.svc = client.workflow_service
         self.p = params
@@ -256,7 +256,7 @@ class Finder:
         parts = ['ExecutionStatus = "Running"']
         if self.p["task_queue"]:
             if not _SAFE_LITERAL.match(self.p["task_queue"]):
-                raise StopError("task_queue must not contain quotes, backslashes or newlines")
+                raise OperatorError("task_queue must not contain quotes, backslashes or newlines")
             parts.append(f'TaskQueue = "{self.p["task_queue"]}"')
         if self.p["visibility_query"]:
             parts.append(f"({self.p['visibility_query']})")
@@ -284,7 +284,7 @@ class Finder:
             for info in resp.executions:
                 found.append((info.execution.workflow_id, info.execution.run_id))
             if len(found) > self.p["scan_limit"]:
-                raise StopError(
+                raise OperatorError(
                     f"the selection matches more than scan_limit={self.p['scan_limit']} running workflows: "
                     "narrow the selection (task queue, visibility query)"
                 )
@@ -292,7 +292,7 @@ class Finder:
             if not token:
                 return found
 
-    async def describe(self, workflow_id: str, run_id: str):
+    async def describe(self, workflow_id: str, run_id: str) -> Any:
         return await self.svc.describe_workflow_execution(
             DescribeWorkflowExecutionRequest(
                 namespace=self.ns, execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id)
@@ -302,36 +302,24 @@ class Finder:
         )
 
     # ----- history ---------------------------------------------------------------------------------
-    async def history_facts(self, workflow_id: str, run_id: str) -> dict:
+    async def history_facts(self, workflow_id: str, run_id: str) -> dict[str, Any]:
         """Reset point for the chosen type, last event time, last workflow task failure message."""
         execution = WorkflowExecution(workflow_id=workflow_id, run_id=run_id)
-        facts: dict = {"last_event_time": None, "wft_failure": "", "reset_event_id": 0}
+        facts: dict[str, Any] = {"last_event_time": None, "wft_failure": "", "reset_event_id": 0}
         last_completed = 0
         first_scheduled = 0
-        token = b""
         # Newest first: the last event, the workflow task failures after the last completed task, and the
         # last completed task itself (LastWorkflowTask) are all near the end of the history.
-        while True:
-            resp = await self.svc.get_workflow_execution_history_reverse(
-                GetWorkflowExecutionHistoryReverseRequest(
-                    namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
-                ),
-                retry=True,
-                timeout=self.timeout,
-            )
-            for event in resp.history.events:
-                if facts["last_event_time"] is None:
-                    facts["last_event_time"] = _ts(event.event_time)
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                    last_completed = event.event_id
-                    break
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED and not facts["wft_failure"]:
-                    facts["wft_failure"] = _short(event.workflow_task_failed_event_attributes.failure.message)
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
-                    first_scheduled = event.event_id
-            token = resp.next_page_token
-            if last_completed or not token:
+        async for event in self._events(execution, newest_first=True):
+            if facts["last_event_time"] is None:
+                facts["last_event_time"] = _ts(event.event_time)
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                last_completed = event.event_id
                 break
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED and not facts["wft_failure"]:
+                facts["wft_failure"] = _short(event.workflow_task_failed_event_attributes.failure.message)
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                first_scheduled = event.event_id
         if self.p["reset_type"] == "FirstWorkflowTask":
             first_completed = await self._first_completed(execution)
             facts["reset_event_id"] = first_completed or (first_scheduled + 1 if first_scheduled else 0)
@@ -339,32 +327,47 @@ class Finder:
             facts["reset_event_id"] = last_completed or (first_scheduled + 1 if first_scheduled else 0)
         return facts
 
-    async def _first_completed(self, execution) -> int:
+    async def _first_completed(self, execution: Any) -> int:
+        async for event in self._events(execution, newest_first=False):
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                return int(event.event_id)
+        return 0
+
+    async def _events(self, execution: Any, newest_first: bool) -> AsyncIterator[Any]:
+        """The execution's history events, a page at a time (pages are fetched as the caller reads on)."""
         token = b""
         while True:
-            resp = await self.svc.get_workflow_execution_history(
-                GetWorkflowExecutionHistoryRequest(
-                    namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
-                ),
-                retry=True,
-                timeout=self.timeout,
-            )
+            if newest_first:
+                resp = await self.svc.get_workflow_execution_history_reverse(
+                    GetWorkflowExecutionHistoryReverseRequest(
+                        namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
+                    ),
+                    retry=True,
+                    timeout=self.timeout,
+                )
+            else:
+                resp = await self.svc.get_workflow_execution_history(
+                    GetWorkflowExecutionHistoryRequest(
+                        namespace=self.ns, execution=execution, maximum_page_size=PAGE, next_page_token=token
+                    ),
+                    retry=True,
+                    timeout=self.timeout,
+                )
             for event in resp.history.events:
-                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                    return event.event_id
+                yield event
             token = resp.next_page_token
             if not token:
-                return 0
+                return
 
     # ----- evaluation ------------------------------------------------------------------------------
-    async def evaluate(self, workflow_id: str, run_id: str, explicit: bool) -> dict | None:
+    async def evaluate(self, workflow_id: str, run_id: str, explicit: bool) -> dict[str, Any] | None:
         """Describe one workflow; return its entry when it is to be reset, else None."""
         desc = await self.describe(workflow_id, run_id)
         info = desc.workflow_execution_info
         run_id = info.execution.run_id
         if info.status != WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING:
             if explicit:
-                raise StopError(
+                raise OperatorError(
                     f"workflow {workflow_id!r} run {run_id} is {_status_name(info.status)}, not Running: "
                     "this runbook only resets running workflows"
                 )
@@ -423,23 +426,23 @@ class Finder:
                 return None
             reasons.append("named explicitly (no stuck criterion matched)")
         if not entry["reset_event_id"]:
-            raise StopError(f"workflow {workflow_id!r} run {run_id}: no workflow task to reset to")
+            raise OperatorError(f"workflow {workflow_id!r} run {run_id}: no workflow task to reset to")
         return entry
 
-    def plan_line(self, entry: dict) -> str:
+    def plan_line(self, entry: dict[str, Any]) -> str:
         return (
             f"reset {self.ns}/{entry['workflow_id']} run {entry['run_id']} to {self.p['reset_type']} "
             f"(event {entry['reset_event_id']}): {'; '.join(entry['reasons'])}"
         )
 
-    async def find(self) -> tuple[str, int, list[dict]]:
+    async def find(self) -> tuple[str, int, list[dict[str, Any]]]:
         if self.p["workflow_id"]:
             try:
                 entry = await self.evaluate(self.p["workflow_id"], self.p["run_id"] or "", explicit=True)
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:
                     what = f"run {self.p['run_id']} of workflow" if self.p["run_id"] else "workflow"
-                    raise StopError(
+                    raise OperatorError(
                         f"{what} {self.p['workflow_id']!r} not found in namespace {self.ns!r} ({err.message})"
                     ) from err
                 raise
@@ -448,7 +451,7 @@ class Finder:
         running = await self.list_running(query)
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(workflow_id: str, run_id: str) -> dict | None:
+        async def one(workflow_id: str, run_id: str) -> dict[str, Any] | None:
             async with gate:
                 try:
                     return await self.evaluate(workflow_id, run_id, explicit=False)
@@ -461,7 +464,7 @@ class Finder:
         entries.sort(key=lambda e: (e["workflow_id"], e["run_id"]))
         return query, len(running), entries
 
-    async def reset(self, entry: dict) -> None:
+    async def reset(self, entry: dict[str, Any]) -> None:
         try:
             resp = await self.svc.reset_workflow_execution(
                 ResetWorkflowExecutionRequest(
@@ -503,7 +506,7 @@ def _ansiballz_payload_dir() -> str | None:
     return None
 
 
-def _leave(report, **result) -> None:
+def _leave(report: Callable[..., Any], **result: Any) -> None:
     """Report (exit_json/fail_json write the JSON, then raise SystemExit), clean up, end the process at once."""
     try:
         report(**result)
@@ -516,7 +519,7 @@ def _leave(report, **result) -> None:
         os._exit(done.code if isinstance(done.code, int) else 1)
 
 
-async def run(params: dict, check_mode: bool) -> dict:
+async def run(params: dict[str, Any], check_mode: bool) -> dict[str, Any]:
     try:
         client = await asyncio.wait_for(
             Client.connect(
@@ -530,7 +533,7 @@ async def run(params: dict, check_mode: bool) -> dict:
             timeout=params["rpc_timeout"],
         )
     except Exception as err:  # any connect failure becomes one clear message
-        raise StopError(
+        raise OperatorError(
             f"cannot connect to Temporal at {params['address']}: {_connect_reason(err, params['rpc_timeout'])}"
         ) from err
     finder = Finder(client, params)
@@ -538,9 +541,9 @@ async def run(params: dict, check_mode: bool) -> dict:
         selection, scanned, entries = await finder.find()
     except RPCError as err:
         where = f" (query: {finder.query})" if finder.query and err.status == RPCStatusCode.INVALID_ARGUMENT else ""
-        raise StopError(f"Temporal at {params['address']}: {_rpc_message(err)}{where}") from err
+        raise OperatorError(f"Temporal at {params['address']}: {_rpc_message(err)}{where}") from err
     except TimeoutError as err:
-        raise StopError(f"Temporal at {params['address']} did not answer in time") from err
+        raise OperatorError(f"Temporal at {params['address']} did not answer in time") from err
 
     plan = [
         f"namespace {finder.ns}: select {selection}; stuck = {finder.criteria_text() or 'named explicitly'}; "
@@ -550,10 +553,10 @@ async def run(params: dict, check_mode: bool) -> dict:
     result = {"plan": plan, "workflows": entries, "scanned": scanned, "selection": selection}
     if len(entries) > params["max_workflows"]:
         ids = ", ".join(e["workflow_id"] for e in entries[:20])
-        raise StopError(
+        raise OperatorError(
             f"{len(entries)} workflows would be reset, more than max_workflows={params['max_workflows']}: "
             f"refusing to reset any (narrow the selection or raise max_workflows): {ids}",
-            result,
+            **result,
         )
     if check_mode:
         result["summary"] = [
@@ -625,9 +628,8 @@ def main() -> None:
     empty = {"plan": [], "summary": [], "workflows": [], "scanned": 0, "selection": "", "failed_count": 0}
     try:
         result = asyncio.run(run(params, module.check_mode))
-    except StopError as err:
-        partial = err.args[1] if len(err.args) > 1 else {}
-        _leave(module.fail_json, msg=err.args[0], **{**empty, **partial, "summary": [err.args[0]]})
+    except OperatorError as err:
+        _leave(module.fail_json, msg=str(err), **{**empty, **err.fields, "summary": [str(err)]})
     failed = [e for e in result["workflows"] if e["status"] == "failed"]
     result["failed_count"] = len(failed)
     changed = (

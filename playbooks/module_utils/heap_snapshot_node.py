@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from ansible.module_utils.runbook_module import OperatorError
 
 SIGNAL = "SIGUSR2"
 # Node creates the snapshot file (empty) right after the signal, before it builds the snapshot.
@@ -30,6 +35,13 @@ _VALUE_OPTIONS = {
 }
 # After these, the rest of argv is the program, not Node options.
 _STOP_OPTIONS = {"--", "-e", "--eval", "-p", "--print", "-"}
+
+# Argument spec entries of both heap snapshot modules: how wait_for_snapshot polls.
+POLL_OPTIONS: dict[str, dict[str, object]] = {
+    "timeout": {"type": "int", "default": 900},
+    "poll_interval": {"type": "float", "default": 1.0},
+    "stable_polls": {"type": "int", "default": 3},
+}
 
 HEAP_SNAPSHOT_RE = re.compile(r"^Heap\.[0-9A-Za-z._-]*\.heapsnapshot$")
 
@@ -122,3 +134,66 @@ def parse_rss(status: str) -> int | None:
 def looks_complete(tail: bytes) -> bool:
     """A heap snapshot is one JSON object: a complete file ends with `}` (and maybe whitespace)."""
     return tail.rstrip().endswith(b"}")
+
+
+class SnapshotSource(Protocol):
+    """Where a signalled process writes its snapshot: a host directory, or a directory in a pod."""
+
+    directory: str
+    # Said after "no heap snapshot file appeared in DIR within N s of SIGUSR2: ".
+    no_file_hint: str
+
+    def new_file(self) -> str | None:
+        """The path of the snapshot file the signal made, once it exists."""
+
+    def size(self, path: str) -> int: ...
+
+    def tail(self, path: str) -> bytes:
+        """The last 64 bytes of the file."""
+
+    def check_alive(self, path: str | None) -> None:
+        """Raise OperatorError when the process is gone (it will write nothing more)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: str
+    size: int
+    seconds: float  # from the signal until the file stopped growing: about how long the process was frozen
+
+
+def wait_for_snapshot(source: SnapshotSource, started: float, timeout: float, interval: float,
+                      stable_polls: int) -> Snapshot:
+    """Poll until the snapshot file exists, has kept its size for `stable_polls` polls and ends like a
+    complete snapshot; an OperatorError (with `path`) when it does not within `timeout` seconds."""
+    deadline = started + timeout
+    # Node creates the (empty) file as soon as it gets the signal, then builds and writes the snapshot:
+    # no file within APPEAR_SECONDS means it is not coming (directory not writable by the process?).
+    appear_by = started + min(APPEAR_SECONDS, timeout)
+    path: str | None = None
+    last, stable, changed_at = -1, 0, started
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        if path is None:
+            path = source.new_file()
+        if path is None:
+            source.check_alive(None)
+            if time.monotonic() > appear_by:
+                raise OperatorError(f"no heap snapshot file appeared in {source.directory} within {APPEAR_SECONDS} s"
+                                    f" of {SIGNAL}: {source.no_file_hint}")
+            continue
+        size = source.size(path)
+        if size != last:
+            changed_at = time.monotonic()
+        stable = stable + 1 if size == last and size > 0 else 0
+        grew, last = size != last, size
+        if stable >= stable_polls and looks_complete(source.tail(path)):
+            return Snapshot(path, size, round(changed_at - started, 3))
+        if not grew:
+            source.check_alive(path)
+    raise OperatorError(
+        f"no complete heap snapshot after {timeout} s"
+        + (f" ({path} is {last} bytes and still changing or incomplete)" if path else
+           f" (no new .heapsnapshot file appeared in {source.directory})"),
+        path=path,
+    )

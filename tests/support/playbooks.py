@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.module_utils import module_util
 from tests.support.paths import ROOT
 
 BIN = Path(sys.executable).parent
@@ -71,6 +72,7 @@ def failed_messages(output: dict[str, Any]) -> list[str]:
 
 def load_playbook_module(relative: str) -> Any:
     """playbooks/<relative> (an Ansible module or module_utils file) imported as a Python module."""
+    module_util("runbook_module")  # playbooks/module_utils found as `ansible.module_utils.*`, as Ansible ships it
     path = ROOT / "playbooks" / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec and spec.loader

@@ -124,7 +124,7 @@ def test_unknown_deployment_is_refused(kube, run_playbook, s3):
     _api, env = kube
     run = run_playbook({"namespace": "prod", "deployment": "nope", "s3_bucket": s3.bucket}, env={**s3.env, **env})
     assert run.rc != 0
-    assert any("deployment prod/nope not found" in m for m in run.failures), run.failures
+    assert any("Deployment prod/nope not found" in m for m in run.failures), run.failures
 
 
 def test_pod_with_less_free_disk_than_the_rss_is_refused(prod_api, run_playbook, s3):

@@ -50,7 +50,7 @@ def test_replicas_above_the_bound_fail_at_argument_validation(worker: FakeKubeAP
     """A direct run with replicas=25 fails in the first task, before any API call changes anything."""
     run = run_playbook("scale_workers.yml", ["namespace=prod", "deployment=temporal-worker", "replicas=25"])
     assert run.rc != 0
-    assert run.failed and run.failed[0][0] == "Validate parameters"
+    assert run.failed and run.failed[0][0].startswith("Validate parameter")
     assert "replicas" in run.failed[0][1]
     dep = worker.get("Deployment", "prod", "temporal-worker")
     assert dep is not None and dep["spec"]["replicas"] == 3

@@ -123,7 +123,7 @@ def test_alternating_users_waits_for_old_sessions_then_resumes(k8s_scenario: Sce
     s.setup_db()
     s.create_secrets()
     straggler = s.login(s.user, s.canary)
-    extra = alternating(s, namespace=s.db, deployments="api", client_request_token="tok-alt-2", drain_timeout=2)
+    extra = alternating(s, namespace=s.db, deployments="api", client_request_token="tok-alt-2", drain_timeout=10)
     try:
         run = s.run(extra)
         assert run.rc != 0

@@ -217,9 +217,9 @@ def test_missing_reason_is_rejected_by_the_argument_spec(temporal_server, reset_
 
 
 def test_reason_is_recorded_in_temporal_verbatim(temporal_server, worker, reset_playbook):
-    """The reason reaches Temporal's reset event as typed: a Jinja-looking value stays inert text."""
+    """The reason reaches Temporal's reset event as typed (punctuation the front matter allows included)."""
     stuck, _, _, _ = stuck_and_healthy(temporal_server, worker)
-    reason = "INC-42 {{ 7 * 7 }} gateway down"
+    reason = "INC-42 (gateway) down: retry #2, see ops/runbook?x=1 & 'y' @sre!"
 
     run = reset_playbook({"workflow_id": stuck, "reason": reason})
 
@@ -227,6 +227,19 @@ def test_reason_is_recorded_in_temporal_verbatim(temporal_server, worker, reset_
     new_run = run.stats["result"]["workflows"][0]["new_run_id"]
     assert temporal_server.reset_reason(stuck, new_run) == reason
     assert run.stats["result"]["reason"] == reason
+
+
+def test_a_jinja_looking_reason_is_refused_as_text_by_a_direct_run(temporal_server, worker, reset_playbook):
+    """A direct run checks the front matter's pattern too: `{{ 7 * 7 }}` is refused, shown as typed
+    (never evaluated to 49), and nothing is reset."""
+    stuck, _, _, _ = stuck_and_healthy(temporal_server, worker)
+
+    run = reset_playbook({"workflow_id": stuck, "reason": "INC-42 {{ 7 * 7 }} gateway down"})
+
+    assert run.rc != 0
+    (refusal,) = [m for m in run.messages if "reason must match" in m]
+    assert "{{ 7 * 7 }}" in refusal and "49" not in refusal, refusal
+    assert run.stats == {}, run.stats  # refused before the task that resets (and reports) ran
 
 
 def test_runbook_parameters_drive_the_playbook(temporal_server, worker, reset_playbook):

@@ -33,6 +33,7 @@ def test_valid_front_matter_parses() -> None:
 @pytest.mark.parametrize(("changes", "key"), [
     ({"colour": "red"}, "colour"),
     ({"parameters": {"namespace": {"type": "str", "pattern": "([a-z"}}}, "parameters.namespace.pattern"),
+    ({"parameters": {"namespace": {"type": "str", "pattern": "k8s_namespac"}}}, "parameters.namespace.pattern"),
     ({"parameters": {"namespace": {"type": "float"}}}, "parameters.namespace.type"),
     ({"parameters": {"namespace": {"type": "str", "requird": True}}}, "parameters.namespace.requird"),
     ({"parameters": {"n": {"type": "int", "min": 5, "max": 1}}}, "parameters.n.min"),
@@ -85,3 +86,13 @@ def test_guide_sections_split_by_heading() -> None:
     """The guide text is available per section for `help NAME`."""
     rb = parse_runbook(BASE, "intro\n## Symptoms\nslow\n## Rollback\nundo\n", "x.md")
     assert rb.guide_sections() == {"intro": "intro", "symptoms": "slow", "rollback": "undo"}
+
+
+def test_a_named_pattern_resolves_to_the_shared_expression() -> None:
+    """`pattern: k8s_namespace` means the DNS-label expression of bot/domain/patterns.py."""
+    from bot.domain.patterns import PATTERNS
+
+    rb = _parse(parameters={"namespace": {"type": "str", "required": True, "pattern": "k8s_namespace"}})
+    param = rb.parameter("namespace")
+    assert param is not None and param.pattern is not None
+    assert param.pattern.pattern == PATTERNS["k8s_namespace"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.playbooks import load_playbook_module
+from tests.support.module_utils import module_util
 
-hs = load_playbook_module("module_utils/heap_snapshot_node.py")
-
+hs = module_util("heap_snapshot_node")
 
 def test_flag_after_the_script_is_an_app_argument_not_a_node_option():
     """`node app.js --heapsnapshot-signal=SIGUSR2` passes the flag to the app, so it does not count."""

@@ -1,0 +1,1 @@
+../../../module_utils/heap_snapshot_node.py

@@ -1,0 +1,1 @@
+../../../module_utils/pgbackrest_drill_state.py

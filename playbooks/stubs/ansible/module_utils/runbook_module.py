@@ -1,0 +1,1 @@
+../../../module_utils/runbook_module.py
