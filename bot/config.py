@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -14,25 +14,25 @@ from bot.domain.ids import OperatorName
 from bot.domain.policy import Directory, Operator, slack_group_id
 from bot.errors import ConfigError
 
+_N = TypeVar("_N", int, float)
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+
+def _number_env(env: Mapping[str, str], name: str, default: _N, parse: Callable[[str], _N], what: str) -> _N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number_env(env, name, default, int, "a whole number")
 
 
 def _float_env(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    return _number_env(env, name, default, float, "a number")
 
 
 PROJECT_MARKERS = ("runbook-bot.yaml", "runbooks")
