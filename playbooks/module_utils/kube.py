@@ -45,8 +45,9 @@ def api_client(kubeconfig: str | None, context: str | None) -> Any:
     default_exists = os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config"))
     try:
         if path or default_exists:
-            return config.new_client_from_config(config_file=path, context=context)
-        config.load_incluster_config()
+            # kubernetes' config loaders carry no annotations
+            return config.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call]
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except (config.ConfigException, OSError) as exc:  # says "Service host/port is not set" outside a cluster
         raise OperatorError(
             "no Kubernetes cluster to talk to: set KUBECONFIG (or K8S_AUTH_KUBECONFIG) in the environment of the "
