@@ -11,8 +11,7 @@ from bot import cli, specs
 from bot.catalog_files import load_catalog
 from bot.domain.patterns import PATTERNS
 from bot.errors import CatalogError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT as REPO
 
 
 def test_shipped_argument_specs_match_the_front_matter() -> None:
